@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import hashlib
+import io
 import os
 import shutil
 import subprocess

@@ -17,7 +17,7 @@ __all__ = ["atomic_write", "get_device", "progress_disabled", "set_seed"]
 def set_seed(seed: int) -> torch.Generator:
     """Seed Python, NumPy and PyTorch (all devices); return a CPU generator seeded the same."""
     random.seed(seed)
-    np.random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - readers call np.random.* directly; seed its global state too
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
 
