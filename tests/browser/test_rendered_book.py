@@ -176,3 +176,20 @@ def test_search_finds_a_chapter(driver):
         """
     )
     assert found > 0, "the search page returned no result for 'divergence'"
+
+
+NOTEBOOK_PAGES = [p for p in PAGES if (REPO / f"{p}.ipynb").is_file()]
+
+
+@pytest.mark.parametrize("page", NOTEBOOK_PAGES)
+def test_chapter_offers_downloads_launch_buttons_and_source_link(page):
+    html = (HTML / f"{page}.html").read_text(encoding="utf-8")
+    name = Path(page).name
+    for suffix in (".ipynb", ".md"):
+        match = re.search(rf'href="([^"]*_sources/{re.escape(page)}{re.escape(suffix)})"', html)
+        assert match, f"{page}: no {suffix} download entry"
+        assert (HTML / f"{page}.html").parent.joinpath(match.group(1)).resolve().is_file()
+    assert f"mybinder.org/v2/gh/gstutorial/gstutorial/main?urlpath=tree/book/{name}.ipynb" in html
+    assert f"colab.research.google.com/github/gstutorial/gstutorial/blob/main/book/{name}.ipynb" in html
+    assert 'href="https://github.com/gstutorial/gstutorial"' in html
+    assert 'rel="icon"' in html, f"{page}: no favicon"
