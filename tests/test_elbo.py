@@ -11,7 +11,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import integrate, stats
-from torch.distributions import Categorical, Independent, Laplace, MultivariateNormal, Normal, kl_divergence
+from torch.distributions import (
+    Categorical,
+    Independent,
+    Laplace,
+    MultivariateNormal,
+    Normal,
+    kl_divergence,
+)
 
 from gstutorial import elbo
 
