@@ -1,0 +1,358 @@
+"""Chapters 4 and 5 — the Gumbel-Max trick and the Gumbel-Softmax (Concrete) relaxation.
+
+Conventions: ``logits`` are unnormalised log-probabilities whose **last axis** is the category axis
+(any leading batch shape). A logit of ``-inf`` masks its category: it is never sampled and produces
+no NaN in values or gradients. Samples have the device of the logits; their dtype follows the logits
+too, except that half-precision logits (``float16``/``bfloat16``) are computed in ``float32`` and the
+result cast back, because Gumbel noise drawn in half precision has a visibly truncated tail.
+
+Bad input raises ``TypeError`` (not a floating-point tensor) or ``ValueError`` (a temperature that is
+not a finite number > 0; NaN or ``+inf`` logits; a row whose categories are all masked; an empty
+category axis). The samplers check their *result* with one fused reduction instead of scanning the
+logits first, and only diagnose the input when that check fails; this keeps ``gumbel_softmax`` as
+fast as ``torch.nn.functional.gumbel_softmax`` (see ``benchmarks/bench_gumbel_softmax.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from numbers import Real
+
+import numpy as np
+import torch
+from scipy import integrate, special
+
+from gstutorial.kl import check_probabilities
+from gstutorial.straight_through import straight_through
+
+__all__ = [
+    "EULER_GAMMA",
+    "categorical_inverse_cdf",
+    "check_logits",
+    "check_temperature",
+    "concrete_log_prob",
+    "concrete_total_mass",
+    "gumbel_cdf",
+    "gumbel_from_uniform",
+    "gumbel_log_pdf",
+    "gumbel_max",
+    "gumbel_max_probabilities",
+    "gumbel_noise",
+    "gumbel_pdf",
+    "gumbel_softmax",
+]
+
+EULER_GAMMA = 0.5772156649015329
+"""The Euler–Mascheroni constant γ: the mean of the standard Gumbel distribution."""
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+# --------------------------------------------------------------------------------------------------
+# Argument checks
+# --------------------------------------------------------------------------------------------------
+
+def check_temperature(temperature: float) -> float:
+    """Return ``temperature`` as a Python float after checking that it is a finite number > 0."""
+    if isinstance(temperature, torch.Tensor):
+        if temperature.numel() != 1:
+            raise ValueError(f"temperature must be a single number, got a tensor of shape {tuple(temperature.shape)}")
+        temperature = temperature.item()
+    if isinstance(temperature, bool) or not isinstance(temperature, Real):
+        raise TypeError(f"temperature must be a real number, got {type(temperature).__name__}")
+    tau = float(temperature)
+    if not (math.isfinite(tau) and tau > 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {tau}; the relaxation is defined "
+                         "for tau > 0 only (use gumbel_max for the tau -> 0 limit)")
+    return tau
+
+
+def _check_tensor(logits: torch.Tensor, name: str = "logits") -> None:
+    """Cheap checks that only look at the type and the shape (no pass over the data)."""
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(logits).__name__}")
+    if not logits.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {logits.dtype}; "
+                        f"convert it, e.g. {name}.float()")
+    if logits.ndim == 0 or logits.shape[-1] == 0:
+        raise ValueError(f"{name} need a non-empty category axis (the last axis), got shape "
+                         f"{tuple(logits.shape)}; add one with {name}.unsqueeze(-1) or pass K >= 1 categories")
+
+
+def check_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Validate logits (full scan): floating point, non-empty last axis, no NaN or ``+inf``, and at
+    least one category per row that is not masked with ``-inf``. Returns ``logits`` unchanged."""
+    _check_tensor(logits)
+    if torch.isnan(logits).any():
+        raise ValueError("logits contain NaN; logits must be finite, or -inf to mask a category")
+    if torch.isposinf(logits).any():
+        raise ValueError("logits contain +inf; logits must be finite, or -inf to mask a category "
+                         "(to force a category, mask all the others with -inf instead)")
+    if logits.numel() and torch.isneginf(logits).all(-1).any():
+        raise ValueError("every category of some row is masked with -inf; each row needs at least one "
+                         "finite logit (leave the category you want unmasked)")
+    return logits
+
+
+def _diagnose(logits: torch.Tensor, tau: float | None = None) -> None:
+    """Called when a sampler's result is not finite: raise the error that explains why."""
+    check_logits(logits)
+    fix = " or a larger temperature" if tau is not None else ""
+    raise ValueError(f"logits of magnitude up to {logits.abs().max().item():.3g} overflow in {logits.dtype}"
+                     f"{'' if tau is None else f' at temperature {tau}'}; use float64{fix}")
+
+
+def _working(logits: torch.Tensor) -> torch.Tensor:
+    """The tensor the computation runs on: half precision is upcast to float32."""
+    return logits.float() if logits.dtype in _HALF else logits
+
+
+# --------------------------------------------------------------------------------------------------
+# Chapter 4: categorical sampling, the Gumbel distribution, the Gumbel-Max trick
+# --------------------------------------------------------------------------------------------------
+
+def categorical_inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF sampling: the index k with ``cdf[k-1] <= u < cdf[k]``, where ``cdf`` is the
+    cumulative sum of ``probs`` over the last axis.
+
+    Parameters
+    ----------
+    probs : (..., K) probability vectors.
+    u : (...) uniform numbers in [0, 1).
+
+    Returns
+    -------
+    (...) LongTensor of category indices (0-based). A category of probability 0 is never chosen.
+    """
+    check_probabilities(probs, "probs")
+    u = torch.as_tensor(u, dtype=probs.dtype, device=probs.device)
+    if u.shape != probs.shape[:-1]:
+        raise ValueError(f"u must have the batch shape of probs, {tuple(probs.shape[:-1])}, got {tuple(u.shape)}")
+    if ((u < 0) | (u >= 1) | torch.isnan(u)).any():
+        raise ValueError("u must lie in [0, 1); draw it with torch.rand")
+    cdf = probs.cumsum(-1)
+    cdf = cdf / cdf[..., -1:]  # the last entry is exactly 1, so u < 1 always finds a category
+    return torch.searchsorted(cdf, u.unsqueeze(-1).contiguous(), right=True).squeeze(-1)
+
+
+def gumbel_log_pdf(z):
+    """Log-density of the standard Gumbel distribution, ``-z - exp(-z)`` (NumPy or torch input)."""
+    lib = torch if isinstance(z, torch.Tensor) else np
+    return -z - lib.exp(-z)
+
+
+def gumbel_pdf(z):
+    """Density of the standard Gumbel distribution, ``exp(-z - exp(-z))`` (NumPy or torch input)."""
+    lib = torch if isinstance(z, torch.Tensor) else np
+    return lib.exp(gumbel_log_pdf(z))
+
+
+def gumbel_cdf(z):
+    """Distribution function of the standard Gumbel distribution, ``exp(-exp(-z))``."""
+    lib = torch if isinstance(z, torch.Tensor) else np
+    return lib.exp(-lib.exp(-z))
+
+
+def _uniform_to_gumbel_(u: torch.Tensor) -> torch.Tensor:
+    """In place: U -> -log(-log U), with U clamped into [tiny, 1 - eps/2] so the result is finite.
+
+    ``U = 0`` would give ``-inf`` and ``U = 1`` would give ``+inf``. The clamp bounds the noise to
+    about [-4.5, 16.6] in float32 and [-6.6, 36.7] in float64, a truncation of probability below
+    1e-7 and 1e-16 respectively (``torch.rand`` never returns 1 and returns 0 with probability
+    2**-24 in float32).
+    """
+    info = torch.finfo(u.dtype)
+    return u.clamp_(info.tiny, 1.0 - info.eps / 2).log_().neg_().log_().neg_()
+
+
+def gumbel_from_uniform(u: torch.Tensor) -> torch.Tensor:
+    """Standard Gumbel noise ``-log(-log U)`` from uniform numbers ``u``; finite for every ``u`` in
+    [0, 1], including the endpoints."""
+    _check_tensor(u, "u")
+    return _uniform_to_gumbel_(_working(u).clone()).to(u.dtype)
+
+
+def gumbel_noise(like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Standard Gumbel noise with the shape, dtype and device of ``like``; never inf or NaN.
+
+    ``generator`` (optional) must live on ``like``'s device. Half-precision noise is drawn in float32
+    and cast.
+    """
+    _check_tensor(like, "like")
+    dtype = torch.float32 if like.dtype in _HALF else like.dtype
+    u = torch.rand(like.shape, generator=generator, dtype=dtype, device=like.device)
+    return _uniform_to_gumbel_(u).to(like.dtype)
+
+
+def gumbel_max(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A categorical sample by the Gumbel-Max trick, ``argmax_k (logits_k + g_k)``.
+
+    Parameters
+    ----------
+    logits : (..., K) floating point; ``-inf`` masks a category.
+    generator : optional ``torch.Generator`` on the logits' device.
+
+    Returns
+    -------
+    (...) LongTensor of indices, distributed as ``Categorical(softmax(logits))``.
+    """
+    _check_tensor(logits)
+    x = _working(logits).detach()
+    z = gumbel_noise(x, generator).add_(x)
+    best, index = z.max(-1)
+    if not torch.isfinite(best).all():  # NaN, +inf or an all-masked row: one check on (...) values
+        _diagnose(logits)
+    return index
+
+
+def gumbel_max_probabilities(logits: Sequence[float], epsrel: float = 1e-13) -> np.ndarray:
+    """P(argmax_k(x_k + g_k) = k) for each k by numerical integration (``scipy.integrate.quad``) of
+
+        P(k) = ∫ f(z - x_k) ∏_{j≠k} F(z - x_j) dz,
+
+    with f, F the standard Gumbel pdf and cdf. The integrand is evaluated in log space, and the
+    integral is split at the location of the maximum, log Σ_j exp(x_j), where its mass sits, so that
+    large logits are integrated as accurately as small ones. Masked (``-inf``) logits get 0.
+    """
+    x = np.asarray(logits, dtype=float)
+    if x.ndim != 1 or x.size == 0:
+        raise ValueError(f"logits must be a non-empty 1-D sequence, got shape {x.shape}")
+    if np.isnan(x).any() or np.isposinf(x).any() or np.isneginf(x).all():
+        raise ValueError("logits must be finite or -inf, with at least one finite entry")
+    finite = np.isfinite(x)
+    center = float(np.logaddexp.reduce(x[finite]))
+
+    def log_integrand(z: float, k: int) -> float:
+        others = x[finite & (np.arange(x.size) != k)]  # the -inf logits have F = 1 and drop out
+        if max(x[k], others.max(initial=-np.inf)) - z > 700.0:  # exp(-(z - x_j)) would overflow:
+            return -math.inf                                    # F(z - x_j) = exp(-huge) = 0
+        log_f = -(z - x[k]) - math.exp(-(z - x[k]))             # log f(z - x_k)
+        log_big_f = -np.exp(-(z - others))                       # log F(z - x_j), j != k
+        return log_f + float(log_big_f.sum())
+
+    probabilities = np.zeros_like(x)
+    for k in np.flatnonzero(finite):
+        def integrand(z: float, k: int = k) -> float:
+            return math.exp(log_integrand(z, k))
+        left, _ = integrate.quad(integrand, -np.inf, center, epsabs=0.0, epsrel=epsrel, limit=500)
+        right, _ = integrate.quad(integrand, center, np.inf, epsabs=0.0, epsrel=epsrel, limit=500)
+        probabilities[k] = left + right
+    return probabilities
+
+
+# --------------------------------------------------------------------------------------------------
+# Chapter 5: the Gumbel-Softmax (Concrete) distribution
+# --------------------------------------------------------------------------------------------------
+
+def gumbel_softmax(logits: torch.Tensor, temperature: float, hard: bool = False,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """A relaxed one-hot sample ``softmax((logits + g) / temperature)`` over the last axis.
+
+    Parameters
+    ----------
+    logits : (..., K) floating point; ``-inf`` masks a category (its entry is exactly 0).
+    temperature : finite float > 0.
+    hard : if True, the straight-through version: the forward value is the exact one-hot vector of
+        ``argmax(logits + g)`` (a Gumbel-Max sample, the same ``g``), the backward pass uses the
+        gradient of the relaxed sample (:func:`gstutorial.straight_through.straight_through`).
+    generator : optional ``torch.Generator`` on the logits' device.
+
+    Returns
+    -------
+    (..., K) tensor with the dtype and device of ``logits``, differentiable with respect to them.
+    """
+    tau = check_temperature(temperature)
+    _check_tensor(logits)
+    x = _working(logits)
+    z = gumbel_noise(x, generator).add_(x).div_(tau)  # in place: no extra allocations
+    soft = z.softmax(-1)
+    if torch.isnan(soft.sum()):  # one fused check catches NaN/+inf logits, all-masked rows, overflow
+        _diagnose(logits, tau)
+    if hard:
+        one_hot = torch.zeros_like(soft).scatter_(-1, z.detach().argmax(-1, keepdim=True), 1.0)
+        soft = straight_through(soft, one_hot)
+    return soft if soft.dtype == logits.dtype else soft.to(logits.dtype)
+
+
+def concrete_log_prob(sample: torch.Tensor, logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    r"""Log-density of the Concrete / Gumbel-Softmax distribution, computed in log space.
+
+    For K unmasked categories with probabilities π = softmax(logits) and a point y of the open
+    simplex (Jang et al. 2017; Maddison et al. 2017),
+
+        log p(y) = log Γ(K) + (K−1) log τ − K log Σ_i π_i y_i^{−τ} + Σ_i (log π_i − (τ+1) log y_i).
+
+    Masked categories (logit ``-inf``) must have ``y_i = 0`` and are left out (K counts the others),
+    so the log-density of a ``gumbel_softmax`` sample drawn with a mask is finite.
+
+    Parameters
+    ----------
+    sample : (..., K) points of the simplex (broadcastable against ``logits``).
+    logits : (..., K) floating point.
+    temperature : finite float > 0.
+
+    Returns
+    -------
+    The broadcast batch shape ``(...)``; dtype of the inputs (half precision is computed in float32).
+    """
+    tau = check_temperature(temperature)
+    check_logits(logits)
+    _check_tensor(sample, "sample")
+    if sample.shape[-1] != logits.shape[-1]:
+        raise ValueError(f"sample and logits need the same number of categories, got "
+                         f"{sample.shape[-1]} and {logits.shape[-1]}")
+    out_dtype = torch.promote_types(sample.dtype, logits.dtype)
+    work_dtype = torch.float32 if out_dtype in _HALF else out_dtype
+    y, x = torch.broadcast_tensors(sample.to(work_dtype), logits.to(work_dtype))
+    keep = ~torch.isneginf(x)
+    if not torch.isfinite(y).all() or (y < 0).any():
+        raise ValueError("sample must be finite and >= 0 (a point of the probability simplex)")
+    if (y[~keep] != 0).any():
+        raise ValueError("sample puts mass on a masked (-inf) category; such points are outside the support")
+    if (y[keep] == 0).any():
+        raise ValueError("sample has an exact 0 in an unmasked category (underflow at low temperature); "
+                         "draw it in float64 or at a larger temperature")
+    total = y.sum(-1)
+    tol = 8 * y.shape[-1] * torch.finfo(y.dtype).eps
+    if ((total - 1).abs() > tol).any():
+        raise ValueError(f"sample must sum to 1 over its last axis (off by up to {(total - 1).abs().max().item():.3g})")
+    num = keep.sum(-1).to(y.dtype)
+    log_pi = torch.where(keep, torch.log_softmax(x, -1), torch.zeros_like(x))
+    log_y = torch.log(torch.where(keep, y, torch.ones_like(y)))  # safe: no log 0 in the graph
+    score = log_pi - tau * log_y
+    lse = torch.where(keep, score, torch.full_like(score, -math.inf)).logsumexp(-1)
+    body = torch.where(keep, log_pi - (tau + 1) * log_y, torch.zeros_like(y)).sum(-1)
+    log_p = torch.lgamma(num) + (num - 1) * math.log(tau) - num * lse + body
+    return log_p.to(out_dtype)
+
+
+def concrete_total_mass(logits: torch.Tensor, temperature: float, nodes: int = 400) -> float:
+    """∫ p(y) dy over the simplex for the Concrete density of :func:`concrete_log_prob` (should be 1).
+
+    The integral is taken in log-ratio coordinates s_i = log(y_i / y_K), i < K, in which the
+    integrand p(y(s)) · ∏_i y_i (the Jacobian of s ↦ y is ∏_{i=1}^{K} y_i) is smooth and decays like
+    exp(−τ|s|), with a tensor-product Gauss–Legendre rule of ``nodes`` points per axis
+    (``scipy.special.roots_legendre``) on the box |s_i| ≤ (max |x_i − x_K| + 40) / τ. All
+    ``nodes**(K−1)`` points go through one batched call of :func:`concrete_log_prob`. Meant for
+    K = 2 and 3 (and float64 logits without masks).
+    """
+    tau = check_temperature(temperature)
+    check_logits(logits)
+    if logits.ndim != 1 or not 2 <= logits.numel() <= 4 or torch.isneginf(logits).any():
+        raise ValueError("concrete_total_mass takes unmasked logits of shape (K,) with 2 <= K <= 4")
+    k = logits.numel()
+    x = logits.detach().double().cpu()
+    half_width = ((x[:-1] - x[-1]).abs().max().item() + 40.0) / tau
+    t, w = special.roots_legendre(nodes)
+    t = torch.from_numpy(t * half_width)
+    w = torch.from_numpy(w * half_width)
+    grids = torch.meshgrid(*([t] * (k - 1)), indexing="ij")
+    weights = torch.ones(()).double()
+    for axis_weights in torch.meshgrid(*([w] * (k - 1)), indexing="ij"):
+        weights = weights * axis_weights
+    s = torch.stack([*grids, torch.zeros_like(grids[0])], -1).reshape(-1, k)
+    log_y = torch.log_softmax(s, -1)
+    inside = torch.isfinite(log_y).all(-1) & (log_y.exp() > 0).all(-1)  # drop underflowed far tails
+    log_p = concrete_log_prob(log_y[inside].exp(), x, tau)
+    return float((weights.reshape(-1)[inside] * torch.exp(log_p + log_y[inside].sum(-1))).sum())

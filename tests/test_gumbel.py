@@ -1,0 +1,416 @@
+"""gstutorial.gumbel: distributions (fixed seeds, scipy.stats), agreement with torch, robustness, bad input."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import integrate, stats
+from torch.distributions import RelaxedOneHotCategorical
+
+from gstutorial import gumbel as G
+
+CUDA = [pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))]
+DEVICES = ["cpu", *CUDA]
+NEG_INF = -math.inf
+
+
+def gen(seed: int, device: str = "cpu") -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def chisquare_pvalue(samples: torch.Tensor, probs: torch.Tensor) -> float:
+    counts = torch.bincount(samples.flatten().cpu(), minlength=probs.numel()).double().numpy()
+    probs = probs.double().cpu().numpy()
+    expected = probs / probs.sum() * counts.sum()
+    keep = expected > 0
+    assert counts[~keep].sum() == 0, "a zero-probability category was sampled"
+    return stats.chisquare(counts[keep], expected[keep]).pvalue
+
+
+# -------------------------------------------------------------------------------- Gumbel noise
+
+def test_gumbel_pdf_cdf_match_scipy():
+    z = np.linspace(-4, 12, 97)
+    np.testing.assert_allclose(G.gumbel_pdf(z), stats.gumbel_r.pdf(z), rtol=1e-12, atol=0)
+    np.testing.assert_allclose(G.gumbel_cdf(z), stats.gumbel_r.cdf(z), rtol=1e-12, atol=0)
+    np.testing.assert_allclose(G.gumbel_log_pdf(z), stats.gumbel_r.logpdf(z), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(G.gumbel_pdf(torch.from_numpy(z)), torch.from_numpy(stats.gumbel_r.pdf(z)))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gumbel_from_uniform_endpoints_are_finite(dtype):
+    below_one = 1 - torch.finfo(dtype).eps / 2
+    u = torch.tensor([0.0, torch.finfo(dtype).tiny, 0.3, below_one, 1.0], dtype=dtype)
+    g = G.gumbel_from_uniform(u)
+    assert torch.isfinite(g).all() and g.dtype == dtype
+    assert (g.diff() >= 0).all()  # monotone, and the clamped endpoints equal their neighbours
+    assert g[0] == g[1] and g[-1] == g[-2]
+    assert g[2].item() == pytest.approx(-math.log(-math.log(0.3)), rel=1e-6)
+
+
+def test_gumbel_noise_survives_a_uniform_source_that_returns_0(monkeypatch):
+    real_rand = torch.rand
+
+    def extreme_rand(shape, **kwargs):  # alternating U = 0 and the largest float below 1
+        u = real_rand(shape, **kwargs)
+        u.view(-1)[0::2] = 0.0
+        u.view(-1)[1::2] = 1 - torch.finfo(u.dtype).eps / 2
+        return u
+
+    monkeypatch.setattr(torch, "rand", extreme_rand)
+    for dtype in (torch.float32, torch.float64, torch.float16):
+        g = G.gumbel_noise(torch.empty(6, dtype=dtype))
+        assert torch.isfinite(g).all()
+        logits = torch.tensor([[0.0, 0.0, NEG_INF]], dtype=dtype, requires_grad=True)
+        y = G.gumbel_softmax(logits, 0.5, hard=True)
+        y.sum().backward()
+        assert torch.isfinite(y).all() and torch.isfinite(logits.grad).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_gumbel_noise_shape_dtype_device(device, dtype):
+    like = torch.empty(3, 4, 5, dtype=dtype, device=device)
+    g = G.gumbel_noise(like)
+    assert g.shape == like.shape and g.dtype == dtype and g.device == like.device
+    assert torch.isfinite(g).all()
+
+
+def test_gumbel_noise_moments_and_ks():
+    g = G.gumbel_noise(torch.empty(400_000, dtype=torch.float64), generator=gen(0))
+    n = g.numel()
+    assert abs(g.mean().item() - G.EULER_GAMMA) < 4 * math.sqrt(math.pi**2 / 6 / n)
+    assert abs(g.var().item() - math.pi**2 / 6) < 0.02
+    assert stats.kstest(g[:20_000].numpy(), stats.gumbel_r.cdf).pvalue > 1e-3
+    # and a test that can fail: a shifted Gumbel is rejected
+    assert stats.kstest(g[:20_000].numpy() + 0.1, stats.gumbel_r.cdf).pvalue < 1e-6
+
+
+def test_generator_makes_noise_reproducible():
+    like = torch.empty(10, 7)
+    torch.testing.assert_close(G.gumbel_noise(like, gen(3)), G.gumbel_noise(like, gen(3)), rtol=0, atol=0)
+    assert not torch.equal(G.gumbel_noise(like, gen(3)), G.gumbel_noise(like, gen(4)))
+
+
+# -------------------------------------------------------------------------------- inverse CDF
+
+def test_inverse_cdf_worked_example():
+    theta = torch.tensor([0.05, 0.25, 0.7], dtype=torch.float64)
+    assert G.categorical_inverse_cdf(theta, torch.tensor(0.31)).item() == 2
+    u = torch.tensor([0.0, 0.049, 0.05, 0.2999, 0.3, 0.999999])
+    assert G.categorical_inverse_cdf(theta.expand(6, 3), u.double()).tolist() == [0, 0, 1, 1, 2, 2]
+
+
+def test_inverse_cdf_distribution_and_zero_probabilities():
+    probs = torch.tensor([0.0, 0.3, 0.0, 0.5, 0.2, 0.0])
+    u = torch.rand(100_000, generator=gen(1))
+    samples = G.categorical_inverse_cdf(probs.expand(100_000, 6), u)
+    assert chisquare_pvalue(samples, probs) > 1e-3  # also asserts the zero categories never occur
+
+
+def test_inverse_cdf_bad_input():
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        G.categorical_inverse_cdf(torch.tensor([0.5, 0.5]), torch.tensor(1.0))
+    with pytest.raises(ValueError, match="batch shape"):
+        G.categorical_inverse_cdf(torch.tensor([0.5, 0.5]), torch.tensor([0.1, 0.2]))
+    with pytest.raises(ValueError, match="sum to 1"):
+        G.categorical_inverse_cdf(torch.tensor([0.5, 0.6]), torch.tensor(0.1))
+
+
+# -------------------------------------------------------------------------------- Gumbel-Max
+
+@pytest.mark.parametrize(
+    "logits",
+    [[2.0, 1.0, 0.5, -1.0], [1000.0, 999.0, 990.0], [1e-8, 0.0, -1e-8], [0.0] * 5, [20.0, -20.0, 0.0],
+     [3.0, NEG_INF, 1.0]],
+)
+def test_quad_probability_integral_equals_softmax(logits):
+    p = G.gumbel_max_probabilities(logits)
+    expected = torch.softmax(torch.tensor(logits, dtype=torch.float64), -1).numpy()
+    np.testing.assert_allclose(p, expected, rtol=1e-10, atol=1e-14)
+
+
+def test_quad_bad_input():
+    for bad in ([], [math.nan, 1.0], [math.inf, 0.0], [NEG_INF, NEG_INF]):
+        with pytest.raises(ValueError):
+            G.gumbel_max_probabilities(bad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gumbel_max_chi_square(dtype):
+    logits = torch.tensor([1.5, 0.0, -1.0, 0.7, NEG_INF, -3.0], dtype=dtype)
+    samples = G.gumbel_max(logits.expand(200_000, 6), generator=gen(5))
+    assert samples.shape == (200_000,) and samples.dtype == torch.long
+    assert chisquare_pvalue(samples, torch.softmax(logits.double(), -1)) > 1e-3
+
+
+def test_gumbel_max_chi_square_rejects_the_wrong_distribution():
+    logits = torch.tensor([1.5, 0.0, -1.0])
+    samples = G.gumbel_max(logits.expand(200_000, 3), generator=gen(5))
+    assert chisquare_pvalue(samples, torch.softmax(logits * 1.05, -1)) < 1e-6
+
+
+def test_gumbel_max_shift_invariance_and_batch_shape():
+    logits = torch.randn(4, 5, 8, generator=gen(6), dtype=torch.float64)
+    a = G.gumbel_max(logits, generator=gen(7))
+    b = G.gumbel_max(torch.log_softmax(logits, -1), generator=gen(7))
+    c = G.gumbel_max(logits + 123.0, generator=gen(7))
+    assert a.shape == (4, 5) and torch.equal(a, b) and torch.equal(a, c)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_hard_sample_is_the_gumbel_max_sample(device):
+    logits = torch.randn(50, 10, generator=gen(8), device="cpu").to(device)
+    one_hot = G.gumbel_softmax(logits, 0.3, hard=True, generator=gen(9, device))
+    index = G.gumbel_max(logits, generator=gen(9, device))
+    assert torch.equal(one_hot.argmax(-1), index)
+
+
+# -------------------------------------------------------------------------------- Gumbel-Softmax
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(7,), (3, 7), (2, 3, 4, 7)])
+def test_gumbel_softmax_shape_dtype_simplex(device, dtype, shape):
+    logits = torch.randn(shape, dtype=dtype, device=device, requires_grad=True)
+    y = G.gumbel_softmax(logits, 0.7)
+    assert y.shape == shape and y.dtype == dtype and y.device == logits.device
+    assert (y >= 0).all()
+    torch.testing.assert_close(y.sum(-1), torch.ones(shape[:-1], dtype=dtype, device=device))
+    y[..., 0].sum().backward()
+    assert torch.isfinite(logits.grad).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_straight_through_forward_is_exactly_one_hot_and_backward_is_soft(dtype):
+    logits = torch.randn(500, 6, dtype=dtype, generator=gen(10)).requires_grad_()
+    weights = torch.randn(6, dtype=dtype, generator=gen(11))
+    hard = G.gumbel_softmax(logits, 0.5, hard=True, generator=gen(12))
+    assert set(hard.detach().unique().tolist()) == {0.0, 1.0}
+    assert torch.equal(hard.detach().sum(-1), torch.ones(500, dtype=dtype))  # exact, not approximate
+    (grad_hard,) = torch.autograd.grad((hard * weights).sum(), logits)
+    soft = G.gumbel_softmax(logits, 0.5, hard=False, generator=gen(12))
+    (grad_soft,) = torch.autograd.grad((soft * weights).sum(), logits)
+    torch.testing.assert_close(grad_hard, grad_soft, rtol=0, atol=0)
+    assert grad_soft.abs().max() > 0
+    torch.testing.assert_close(hard.argmax(-1), soft.argmax(-1), rtol=0, atol=0)
+
+
+def test_hard_samples_follow_softmax_chi_square():
+    logits = torch.tensor([0.3, -0.4, 1.1, NEG_INF, 0.0])
+    y = G.gumbel_softmax(logits.expand(100_000, 5), 2.0, hard=True, generator=gen(13))
+    assert chisquare_pvalue(y.argmax(-1), torch.softmax(logits.double(), -1)) > 1e-3
+
+
+def test_temperature_limits():
+    logits = torch.tensor([1.0, -0.5, 0.2], dtype=torch.float64)
+    cold = G.gumbel_softmax(logits.expand(50_000, 3), 0.001, generator=gen(14))
+    assert (cold.max(-1).values > 0.99).float().mean() > 0.99  # almost one-hot
+    assert chisquare_pvalue(cold.argmax(-1), torch.softmax(logits, -1)) > 1e-3
+    hot = G.gumbel_softmax(logits.expand(1_000, 3), 1e4, generator=gen(15))
+    assert (hot - 1 / 3).abs().max() < 3e-3  # the centre of the simplex
+
+
+def test_same_distribution_as_torch_gumbel_softmax():
+    logits = torch.tensor([0.5, -1.0, 1.5, 0.0])
+    n = 20_000
+    ours = G.gumbel_softmax(logits.expand(n, 4), 0.7, generator=gen(16))
+    torch.manual_seed(17)
+    theirs = F.gumbel_softmax(logits.expand(n, 4), tau=0.7)
+    for k in range(4):
+        assert stats.ks_2samp(ours[:, k].numpy(), theirs[:, k].numpy()).pvalue > 1e-3
+    # the same test detects a different temperature
+    other = F.gumbel_softmax(logits.expand(n, 4), tau=0.9)
+    assert stats.ks_2samp(ours[:, 2].numpy(), other[:, 2].numpy()).pvalue < 1e-6
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("hard", [False, True])
+def test_extreme_and_masked_logits(device, dtype, hard):
+    logits = torch.tensor([[1e4, -1e4, 0.0, NEG_INF], [-1e4, -1e4 + 1, NEG_INF, -1e4]] * 500,
+                          dtype=dtype, device=device, requires_grad=True)
+    y = G.gumbel_softmax(logits, 0.1, hard=hard, generator=gen(18, device))
+    assert torch.isfinite(y).all()
+    assert (y[::2, 3] == 0).all() and (y[1::2, 2] == 0).all()  # masked entries exactly 0
+    assert (y[::2, 0] == 1).all()  # 1e4 wins every time
+    (y * torch.arange(4.0, dtype=dtype, device=device)).sum().backward()
+    assert torch.isfinite(logits.grad).all()
+    index = G.gumbel_max(logits.detach(), generator=gen(18, device))
+    assert (index[::2] == 0).all() and (index[1::2] != 2).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_is_computed_in_float32_and_cast_back(dtype):
+    logits = torch.tensor([[1e4, -1e4, 0.0], [0.1, 0.2, NEG_INF]], dtype=dtype).repeat(100, 1)
+    logits.requires_grad_(True)
+    y = G.gumbel_softmax(logits, 0.5, hard=True, generator=gen(19))
+    assert y.dtype == dtype and torch.isfinite(y).all()
+    assert torch.equal(y.sum(-1), torch.ones(200, dtype=dtype))
+    y[:, 1].sum().backward()
+    assert logits.grad.dtype == dtype and torch.isfinite(logits.grad).all()
+    assert (G.gumbel_max(logits.detach())[::2] == 0).all()
+    # identical draws to the float32 computation
+    y32 = G.gumbel_softmax(logits.detach().float(), 0.5, generator=gen(19))
+    torch.testing.assert_close(G.gumbel_softmax(logits.detach(), 0.5, generator=gen(19)), y32.to(dtype))
+
+
+logit_rows = st.integers(1, 8).flatmap(
+    lambda k: st.lists(st.one_of(st.floats(-50, 50), st.just(NEG_INF)), min_size=k, max_size=k)
+).filter(lambda row: any(math.isfinite(v) for v in row))
+
+
+@settings(max_examples=150, deadline=None)
+@given(logit_rows, st.floats(0.05, 20.0), st.booleans(), st.integers(0, 2**31 - 1))
+def test_property_samples_live_on_the_simplex(row, tau, hard, seed):
+    logits = torch.tensor(row, dtype=torch.float64, requires_grad=True)
+    y = G.gumbel_softmax(logits, tau, hard=hard, generator=gen(seed))
+    masked = torch.isneginf(logits.detach())
+    assert torch.isfinite(y).all() and (y >= 0).all() and (y[masked] == 0).all()
+    assert abs(y.sum().item() - 1) < 1e-12
+    if hard:
+        assert y.max().item() == 1.0 and (y != 0).sum() == 1
+    (y * torch.arange(len(row), dtype=torch.float64)).sum().backward()
+    assert torch.isfinite(logits.grad).all() and (logits.grad[masked] == 0).all()
+
+
+# -------------------------------------------------------------------------------- Concrete density
+
+@pytest.mark.parametrize("tau", [0.3, 0.7, 1.0, 2.5])
+def test_concrete_log_prob_matches_torch(tau):
+    logits = torch.randn(6, 5, dtype=torch.float64, generator=gen(20))
+    dist = RelaxedOneHotCategorical(torch.tensor(tau, dtype=torch.float64), logits=logits)
+    torch.manual_seed(21)
+    y = dist.sample((3,))
+    ours = G.concrete_log_prob(y, logits, tau)
+    assert ours.shape == (3, 6)
+    torch.testing.assert_close(ours, dist.log_prob(y), rtol=1e-10, atol=1e-10)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.floats(-8, 8), min_size=2, max_size=6), st.floats(0.2, 5.0), st.integers(0, 2**31 - 1))
+def test_property_log_prob_matches_torch(row, tau, seed):
+    logits = torch.tensor(row, dtype=torch.float64)
+    y = G.gumbel_softmax(logits, tau, generator=gen(seed))
+    if (y == 0).any():  # underflow at an extreme corner: outside the density's domain
+        return
+    expected = RelaxedOneHotCategorical(torch.tensor(tau, dtype=torch.float64), logits=logits).log_prob(y)
+    assert G.concrete_log_prob(y, logits, tau).item() == pytest.approx(expected.item(), rel=1e-9, abs=1e-9)
+
+
+def _density_from_logratios(s: list[float], logits: torch.Tensor, tau: float) -> float:
+    y = torch.softmax(torch.tensor([*s, 0.0], dtype=torch.float64), -1)
+    if (y == 0).any():  # far out in the tails y underflows; the integrand there is below 1e-300
+        return 0.0
+    # density on the simplex times the Jacobian prod(y) of the log-ratio coordinates
+    return math.exp(G.concrete_log_prob(y, logits, tau).item() + torch.log(y).sum().item())
+
+
+@pytest.mark.parametrize("tau", [0.5, 1.0, 2.0])
+def test_concrete_density_integrates_to_one_k2(tau):
+    logits = torch.tensor([0.8, -0.3], dtype=torch.float64)
+    mass, _ = integrate.quad(lambda t: math.exp(G.concrete_log_prob(
+        torch.tensor([t, 1 - t], dtype=torch.float64), logits, tau).item()), 0, 1, limit=200)
+    assert mass == pytest.approx(1.0, abs=1e-7)
+    mass, _ = integrate.quad(lambda s: _density_from_logratios([s], logits, tau), -np.inf, np.inf)
+    assert mass == pytest.approx(1.0, abs=1e-8)
+
+
+@pytest.mark.parametrize(("logits", "tau"), [([0.5, -0.2, 0.1], 0.8), ([0.5, -0.2, 0.1], 0.3),
+                                             ([5.0, -5.0, 0.0], 0.5), ([2.0, -1.0, 0.0], 3.0), ([0.8, -0.3], 0.5)])
+def test_concrete_density_integrates_to_one_k3(logits, tau):
+    mass = G.concrete_total_mass(torch.tensor(logits, dtype=torch.float64), tau, nodes=300)
+    assert mass == pytest.approx(1.0, abs=1e-10)
+
+
+def test_concrete_log_prob_with_a_mask_equals_the_smaller_distribution():
+    logits = torch.tensor([0.4, NEG_INF, -0.7, 1.2], dtype=torch.float64, requires_grad=True)
+    y = G.gumbel_softmax(logits.detach(), 0.6, generator=gen(22))
+    assert y[1] == 0
+    value = G.concrete_log_prob(y, logits, 0.6)
+    smaller = RelaxedOneHotCategorical(torch.tensor(0.6, dtype=torch.float64),
+                                       logits=logits.detach()[[0, 2, 3]]).log_prob(y[[0, 2, 3]])
+    assert value.item() == pytest.approx(smaller.item(), rel=1e-12)
+    value.backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad[1] == 0
+
+
+def test_concrete_log_prob_half_inputs():
+    logits = torch.tensor([0.5, -0.5, 0.0])
+    y = G.gumbel_softmax(logits, 1.0, generator=gen(23))
+    value = G.concrete_log_prob(y.half(), logits.half(), 1.0)
+    assert value.dtype == torch.float16
+    assert value.item() == pytest.approx(G.concrete_log_prob(y, logits, 1.0).item(), abs=0.05)
+
+
+# -------------------------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize("tau", [0.0, -1.0, math.nan, math.inf])
+def test_bad_temperature(tau):
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
+        G.gumbel_softmax(torch.zeros(3), tau)
+    with pytest.raises(ValueError, match="temperature"):
+        G.concrete_log_prob(torch.full((3,), 1 / 3), torch.zeros(3), tau)
+
+
+def test_temperature_type_and_tensor():
+    with pytest.raises(TypeError, match="real number"):
+        G.gumbel_softmax(torch.zeros(3), "1.0")
+    with pytest.raises(ValueError, match="single number"):
+        G.gumbel_softmax(torch.zeros(3), torch.ones(2))
+    assert G.gumbel_softmax(torch.zeros(3), torch.tensor(0.5)).shape == (3,)
+
+
+BAD_LOGITS = [
+    (torch.tensor([[0.0, 1.0], [math.nan, 0.0]]), "NaN"),
+    (torch.tensor([[0.0, 1.0], [math.inf, 0.0]]), r"\+inf"),
+    (torch.tensor([[0.0, 1.0], [NEG_INF, NEG_INF]]), "at least one finite logit"),
+    (torch.zeros(3, 0), "non-empty category axis"),
+    (torch.tensor(1.0), "non-empty category axis"),
+]
+
+
+@pytest.mark.parametrize(("logits", "match"), BAD_LOGITS)
+@pytest.mark.parametrize("call", ["gumbel_max", "soft", "hard", "log_prob"])
+def test_bad_logits(logits, match, call):
+    with pytest.raises(ValueError, match=match):
+        if call == "gumbel_max":
+            G.gumbel_max(logits)
+        elif call == "log_prob":
+            G.concrete_log_prob(torch.full_like(logits, 0.5), logits, 1.0)
+        else:
+            G.gumbel_softmax(logits, 1.0, hard=call == "hard")
+
+
+def test_overflow_is_explained():
+    with pytest.raises(ValueError, match="overflow.*larger temperature"):
+        G.gumbel_softmax(torch.tensor([3e38, 0.0]), 1e-3)
+
+
+def test_non_float_inputs():
+    with pytest.raises(TypeError, match="floating-point"):
+        G.gumbel_softmax(torch.tensor([1, 2]), 1.0)
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        G.gumbel_max([0.0, 1.0])
+    with pytest.raises(TypeError, match="floating-point"):
+        G.gumbel_noise(torch.zeros(3, dtype=torch.long))
+
+
+def test_bad_samples_for_log_prob():
+    logits = torch.tensor([0.0, 0.0, NEG_INF])
+    with pytest.raises(ValueError, match="sum to 1"):
+        G.concrete_log_prob(torch.tensor([0.5, 0.6, 0.0]), logits, 1.0)
+    with pytest.raises(ValueError, match="masked"):
+        G.concrete_log_prob(torch.tensor([0.5, 0.4, 0.1]), logits, 1.0)
+    with pytest.raises(ValueError, match="exact 0"):
+        G.concrete_log_prob(torch.tensor([1.0, 0.0, 0.0]), logits, 1.0)
+    with pytest.raises(ValueError, match=">= 0"):
+        G.concrete_log_prob(torch.tensor([1.5, -0.5, 0.0]), logits, 1.0)
+    with pytest.raises(ValueError, match="same number of categories"):
+        G.concrete_log_prob(torch.tensor([0.5, 0.5]), logits, 1.0)
