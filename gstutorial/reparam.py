@@ -18,11 +18,14 @@ from dataclasses import dataclass
 import torch
 from torch.distributions import Normal
 
+from gstutorial import kl
+
 __all__ = [
     "Objective",
     "OBJECTIVES",
     "get_objective",
     "reparameterize",
+    "gaussian_elbo_estimate",
     "normal_score",
     "score_function_gradient",
     "pathwise_gradient",
@@ -133,6 +136,41 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Gene
                          "shapes (normally the same shape)") from error
     std = torch.exp(0.5 * logvar)
     return mu + std * _standard_normal(shape, mu, generator)
+
+
+def gaussian_elbo_estimate(log_likelihood: Function, mu: torch.Tensor, logvar: torch.Tensor, num_samples: int,
+                           generator: torch.Generator | None = None) -> torch.Tensor:
+    r"""A differentiable Monte Carlo ELBO for :math:`q = \mathcal{N}(\mu, \mathrm{diag}\, e^{\log\sigma^2})` and prior :math:`\mathcal{N}(0, I)`.
+
+    .. math:: \hat{\mathcal{L}} = \frac{1}{S}\sum_{s=1}^S \log p(x \mid z_s) - \mathrm{KL}(q \,\Vert\, \mathcal{N}(0, I)),
+              \qquad z_s = \mu + \sigma \varepsilon_s,
+
+    the VAE objective of one observation: the reconstruction term by :func:`reparameterize`, the KL in
+    closed form (``gstutorial.kl.kl_normal_std``). Gradients reach ``mu`` and ``logvar``.
+
+    Parameters
+    ----------
+    log_likelihood : callable
+        Maps ``z`` of shape ``(num_samples, L)`` to :math:`\log p(x \mid z)` of shape ``(num_samples,)``.
+    mu, logvar : Tensor, shape (L,)
+    num_samples : int
+    generator : torch.Generator, optional
+
+    Returns
+    -------
+    Tensor, shape ()
+    """
+    mu = _check_float_tensor(mu, "mu")
+    logvar = _check_float_tensor(logvar, "logvar")
+    if mu.ndim != 1 or mu.shape != logvar.shape:
+        raise ValueError(f"mu and logvar must both have shape (L,), got {tuple(mu.shape)} and {tuple(logvar.shape)}")
+    _check_num_samples(num_samples)
+    z = reparameterize(mu.expand(num_samples, -1), logvar, generator)
+    reconstruction = log_likelihood(z)
+    if reconstruction.shape != (num_samples,):
+        raise ValueError(f"log_likelihood must return one value per sample, shape ({num_samples},), "
+                         f"got {tuple(reconstruction.shape)}")
+    return reconstruction.mean() - kl.kl_normal_std(mu, logvar)
 
 
 def _check_gaussian_params(mu: object, sigma: object) -> tuple[torch.Tensor, torch.Tensor]:

@@ -255,3 +255,38 @@ def test_runs_on_gpu_tensors_with_cpu_generator_numbers():
         on_cpu = estimator(torch.sin, torch.tensor(0.3), torch.tensor(1.0), 50, generator(16))
         torch.testing.assert_close(on_gpu.cpu(), on_cpu)
     assert reparam.bernoulli_score_function_gradient(torch.square, torch.tensor(0.4, device=cuda), 5).device.type == "cuda"
+
+
+# ---------------------------------------------------------------- the VAE objective of one observation
+
+
+def _linear_gaussian():
+    from gstutorial import elbo
+
+    model = elbo.LinearGaussianModel(torch.tensor([[1.5], [-0.8]]), torch.tensor([0.2, 0.1]), 0.6)
+    return model, torch.tensor([1.0, -0.5])
+
+
+def test_gaussian_elbo_estimate_is_unbiased_for_the_value_and_the_gradient():
+    from torch.distributions import Independent
+
+    from gstutorial import elbo
+
+    model, x = _linear_gaussian()
+    mu = torch.tensor([0.3], requires_grad=True)
+    logvar = torch.tensor([-1.0], requires_grad=True)
+    exact = elbo.elbo(model, x, Independent(Normal(mu, torch.exp(0.5 * logvar)), 1))
+    exact_grads = torch.autograd.grad(exact, (mu, logvar))
+
+    def log_likelihood(z):
+        return model.likelihood(z).log_prob(x)
+
+    estimate = reparam.gaussian_elbo_estimate(log_likelihood, mu, logvar, 200_000, generator(17))
+    grads = torch.autograd.grad(estimate, (mu, logvar))
+    assert estimate.item() == pytest.approx(exact.item(), abs=0.01)
+    for a, b in zip(grads, exact_grads, strict=True):
+        assert a.item() == pytest.approx(b.item(), abs=0.02)
+    with pytest.raises(ValueError, match="shape \\(L,\\)"):
+        reparam.gaussian_elbo_estimate(log_likelihood, torch.zeros(1), torch.zeros(2), 10)
+    with pytest.raises(ValueError, match="one value per sample"):
+        reparam.gaussian_elbo_estimate(lambda z: z, torch.zeros(1), torch.zeros(1), 10)
