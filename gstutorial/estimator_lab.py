@@ -1,0 +1,277 @@
+r"""Chapter 9 — an exact-gradient lab for the estimators of :mod:`gstutorial.estimators`.
+
+A :class:`CategoricalProblem` has ``N`` independent categorical variables with ``K`` classes each,
+logits :math:`\theta \in \mathbb{R}^{N \times K}`, and an objective
+
+.. math:: L(\theta) = \mathbb{E}_{z_n \sim \mathrm{Cat}(\mathrm{softmax}\,\theta_n)}\big[f(z_1, \dots, z_N)\big],
+          \qquad f(z) = h\Big(\sum_{n=1}^N \langle v_n, z_n \rangle\Big),
+
+small enough (``K**N`` joint states) to compute :math:`L` and its gradient exactly by enumeration:
+autograd through :math:`\sum_z p_\theta(z) f(z)`. ``f`` is also defined on relaxed (non-one-hot)
+points, which the Gumbel-Softmax estimator evaluates.
+
+:func:`gradient_estimates` draws ``replicates`` independent estimates of :math:`\nabla_\theta L` in
+one batched call (one copy of :math:`\theta` per replicate, one backward pass);
+:func:`gradient_stats` turns them into bias, variance and cosine similarity against the exact
+gradient; :func:`sweep` loops over estimators, temperatures and sample counts.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from gstutorial.estimators import ESTIMATORS, Estimator, get_estimator
+
+__all__ = [
+    "PROBLEMS",
+    "CategoricalProblem",
+    "GradientStats",
+    "get_problem",
+    "gradient_estimates",
+    "gradient_stats",
+    "make_problem",
+    "sweep",
+]
+
+
+@dataclass(frozen=True)
+class CategoricalProblem:
+    """An enumerable objective over ``N`` independent categorical variables with ``K`` classes.
+
+    Attributes
+    ----------
+    name : str
+    theta : (N, K) float64 logits at which gradients are measured.
+    values : (N, K) float64, the class values :math:`v_n`.
+    h : callable, elementwise, applied to :math:`s = \\sum_n \\langle v_n, z_n\\rangle`.
+    description : one line, for tables.
+    """
+
+    name: str
+    theta: torch.Tensor
+    values: torch.Tensor
+    h: Callable[[torch.Tensor], torch.Tensor] = field(repr=False)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        for label, t in (("theta", self.theta), ("values", self.values)):
+            if not isinstance(t, torch.Tensor) or t.ndim != 2 or not t.is_floating_point():
+                raise ValueError(f"{label} must be a floating-point tensor of shape (N, K)")
+            if not torch.isfinite(t).all():
+                raise ValueError(f"{label} must be finite")
+        if self.theta.shape != self.values.shape:
+            raise ValueError(f"theta {tuple(self.theta.shape)} and values {tuple(self.values.shape)} "
+                             "must have the same shape (N, K)")
+        if self.num_categories ** self.num_vars > 1_000_000:
+            raise ValueError("K**N > 10**6 joint states: too many to enumerate; use fewer variables")
+
+    @property
+    def num_vars(self) -> int:
+        return self.theta.shape[0]
+
+    @property
+    def num_categories(self) -> int:
+        return self.theta.shape[1]
+
+    def f(self, z: torch.Tensor) -> torch.Tensor:
+        """The objective at samples ``z`` of shape ``(..., N, K)`` (one-hot or relaxed): shape ``(...)``."""
+        if z.shape[-2:] != self.theta.shape:
+            raise ValueError(f"z must end in the problem's shape {tuple(self.theta.shape)}, got {tuple(z.shape)}")
+        return self.h((z * self.values.to(z.dtype)).sum((-2, -1)))
+
+    def states(self) -> torch.Tensor:
+        """All ``K**N`` joint one-hot states, shape ``(K**N, N, K)``, float64."""
+        eye = torch.eye(self.num_categories, dtype=torch.float64)
+        index = torch.tensor(list(itertools.product(range(self.num_categories), repeat=self.num_vars)))
+        return eye[index]
+
+    def exact_value(self, theta: torch.Tensor | None = None) -> torch.Tensor:
+        """:math:`L(\\theta) = \\sum_z p_\\theta(z) f(z)` by enumeration (differentiable in ``theta``)."""
+        theta = self.theta if theta is None else theta
+        states = self.states().to(theta.dtype)
+        log_p = (states * theta.log_softmax(-1)).sum((-2, -1))  # independent variables: sum over n
+        return (log_p.exp() * self.f(states)).sum()
+
+    def exact_gradient(self, theta: torch.Tensor | None = None) -> torch.Tensor:
+        """:math:`\\nabla_\\theta L` by autograd through :meth:`exact_value`; shape ``(N, K)``."""
+        theta = (self.theta if theta is None else theta).detach().clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(self.exact_value(theta), theta)
+        return grad
+
+
+_THETA = [[1.0, 0.0, -0.5, -1.0], [0.5, -0.5, 0.2, 0.0], [-1.0, 0.3, 0.8, -0.2]]
+_VALUES = [[0.0, 0.4, 0.8, 1.2], [0.9, 0.1, 0.5, 0.3], [0.2, 1.0, 0.0, 0.6]]
+_CENTER = 1.5
+
+
+def _linear(s: torch.Tensor) -> torch.Tensor:
+    return s
+
+
+def _quadratic(s: torch.Tensor) -> torch.Tensor:
+    return (s - _CENTER) ** 2
+
+
+def _sigmoid(s: torch.Tensor) -> torch.Tensor:
+    return torch.sigmoid(6.0 * (s - _CENTER))
+
+
+_SHAPES: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], str]] = {
+    "linear": (_linear, "f = s"),
+    "quadratic": (_quadratic, "f = (s - 1.5)^2"),
+    "sigmoid": (_sigmoid, "f = sigmoid(6 (s - 1.5))"),
+}
+
+
+def make_problem(shape: str = "sigmoid", num_vars: int = 3, num_categories: int = 4) -> CategoricalProblem:
+    """One of the chapter's problems: :math:`f = h(s)`, :math:`s = \\sum_n \\langle v_n, z_n\\rangle`, with
+
+    * ``"linear"``: :math:`h(s) = s` (straight-through at τ = 1 is exact and deterministic),
+    * ``"quadratic"``: :math:`h(s) = (s - 1.5)^2` (ReinMax at τ = 1 is unbiased),
+    * ``"sigmoid"``: :math:`h(s) = \\sigma(6(s - 1.5))` (a smooth threshold: every pathwise estimator is biased).
+
+    Up to 3 variables and 4 classes use the fixed logits and values above; larger problems cycle them.
+    """
+    if shape not in _SHAPES:
+        raise ValueError(f"unknown problem shape {shape!r}; choose one of {sorted(_SHAPES)}")
+    if not (1 <= num_vars <= 8 and 2 <= num_categories <= 16):
+        raise ValueError(f"need 1 <= num_vars <= 8 and 2 <= num_categories <= 16, got {num_vars}, {num_categories}")
+    rows = [[_THETA[n % 3][k % 4] + 0.1 * (k // 4) for k in range(num_categories)] for n in range(num_vars)]
+    vals = [[_VALUES[n % 3][k % 4] for k in range(num_categories)] for n in range(num_vars)]
+    h, text = _SHAPES[shape]
+    return CategoricalProblem(f"{shape}-{num_vars}x{num_categories}", torch.tensor(rows, dtype=torch.float64),
+                              torch.tensor(vals, dtype=torch.float64), h, text)
+
+
+PROBLEMS: dict[str, CategoricalProblem] = {shape: make_problem(shape) for shape in _SHAPES}
+"""The three 3×4 problems (64 joint states) the chapter uses, by shape."""
+
+
+def get_problem(name: str) -> CategoricalProblem:
+    """Look up a problem in :data:`PROBLEMS`."""
+    if name not in PROBLEMS:
+        raise ValueError(f"unknown problem {name!r}; choose one of {sorted(PROBLEMS)}")
+    return PROBLEMS[name]
+
+
+def _as_estimator(estimator: str | Estimator) -> Estimator:
+    return get_estimator(estimator) if isinstance(estimator, str) else estimator
+
+
+def gradient_estimates(problem: CategoricalProblem, estimator: str | Estimator, *, temperature: float = 1.0,
+                       num_samples: int = 1, k: int = 1, replicates: int = 1000,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+    """``replicates`` independent estimates of :math:`\\nabla_\\theta L`, each from ``num_samples``
+    samples, drawn in one batched call.
+
+    Returns
+    -------
+    (replicates, N, K) float64 tensor.
+    """
+    estimator = _as_estimator(estimator)
+    if isinstance(replicates, bool) or not isinstance(replicates, int) or replicates < 2:
+        raise ValueError(f"replicates must be an int >= 2 (a variance needs two), got {replicates!r}")
+    theta = problem.theta.expand(replicates, *problem.theta.shape).clone().requires_grad_(True)
+    surrogate = estimator.surrogate(theta, problem.f, temperature=temperature, num_samples=num_samples, k=k,
+                                    generator=generator)
+    if surrogate.shape != (replicates,):
+        raise RuntimeError(f"expected one surrogate value per replicate, got shape {tuple(surrogate.shape)}")
+    (grad,) = torch.autograd.grad(surrogate.sum(), theta)
+    return grad
+
+
+@dataclass(frozen=True)
+class GradientStats:
+    """Summary of many gradient estimates against the exact gradient.
+
+    Attributes
+    ----------
+    mean, bias, se : (N, K) tensors: mean estimate, mean − exact, standard error of the mean.
+    bias_norm : ‖mean − exact‖.
+    relative_bias : bias_norm / ‖exact‖.
+    max_abs_z : max over coordinates of |bias| / se (≤ 3 is "unbiased within 3 standard errors").
+    variance : total variance of one estimate, the trace of its covariance, Σ_coords Var.
+    mse : E‖estimate − exact‖² = bias_norm² + variance.
+    cosine : mean cosine similarity between one estimate and the exact gradient.
+    replicates : number of estimates.
+    """
+
+    mean: torch.Tensor
+    bias: torch.Tensor
+    se: torch.Tensor
+    bias_norm: float
+    relative_bias: float
+    max_abs_z: float
+    variance: float
+    mse: float
+    cosine: float
+    replicates: int
+
+    def summary(self) -> dict[str, float]:
+        """The scalar fields as a dict."""
+        return {key: value for key, value in asdict(self).items() if not isinstance(value, torch.Tensor)}
+
+
+def gradient_stats(estimates: torch.Tensor, exact: torch.Tensor) -> GradientStats:
+    """Bias, variance and cosine similarity of ``estimates`` (R, ...) against ``exact`` (...)."""
+    if estimates.ndim < 2 or estimates.shape[1:] != exact.shape:
+        raise ValueError(f"estimates must have shape (R, *exact.shape) = (R, {tuple(exact.shape)}), "
+                         f"got {tuple(estimates.shape)}")
+    r = estimates.shape[0]
+    if r < 2:
+        raise ValueError("need at least two estimates")
+    est = estimates.double()
+    exact = exact.double()
+    mean = est.mean(0)
+    var = est.var(0)  # per coordinate, unbiased
+    se = (var / r).sqrt()
+    bias = mean - exact
+    z = torch.where(se > 0, bias.abs() / se.clamp_min(1e-300), torch.where(bias.abs() > 1e-12, math.inf, 0.0))
+    flat = est.reshape(r, -1)
+    cosine = torch.nn.functional.cosine_similarity(flat, exact.reshape(1, -1).expand_as(flat), dim=1, eps=1e-30)
+    bias_norm = bias.norm().item()
+    variance = var.sum().item()
+    return GradientStats(mean=mean, bias=bias, se=se, bias_norm=bias_norm,
+                         relative_bias=bias_norm / exact.norm().item(), max_abs_z=z.max().item(),
+                         variance=variance, mse=bias_norm**2 + variance * (r - 1) / r,
+                         cosine=cosine.mean().item(), replicates=r)
+
+
+def sweep(problem: CategoricalProblem, estimators: Iterable[str] | None = None, *,
+          temperatures: Sequence[float] = (1.0,), sample_counts: Sequence[int] = (1,), k: int = 10,
+          replicates: int = 2000, seed: int = 0) -> list[dict[str, float | int | str]]:
+    """Gradient statistics for every estimator × temperature × sample count.
+
+    Temperatures an estimator does not use are measured once (reported with ``temperature = nan``);
+    ReinMax skips τ < 1, and the leave-one-out baseline skips ``num_samples = 1``. Each configuration
+    draws from its own generator seeded from ``seed`` and the configuration's position in the grid, so
+    a row does not depend on which other rows are requested.
+
+    Returns
+    -------
+    list of dicts with ``estimator``, ``temperature``, ``num_samples``, ``k`` and the fields of
+    :meth:`GradientStats.summary`.
+    """
+    names = list(ESTIMATORS) if estimators is None else list(estimators)
+    exact = problem.exact_gradient()
+    rows: list[dict[str, float | int | str]] = []
+    for name in names:
+        est = get_estimator(name)
+        taus = [t for t in temperatures if t >= est.min_temperature] if est.uses_temperature else [math.nan]
+        for tau, num_samples in itertools.product(taus, sample_counts):
+            if est.baseline == "loo" and num_samples < 2:
+                continue
+            key = f"{name}|{tau}|{num_samples}|{k}"
+            generator = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(key.encode()))
+            grads = gradient_estimates(problem, est, temperature=1.0 if math.isnan(tau) else tau,
+                                       num_samples=num_samples, k=k, replicates=replicates, generator=generator)
+            stats = gradient_stats(grads, exact)
+            rows.append({"estimator": name, "temperature": tau, "num_samples": num_samples,
+                         "k": k if est.uses_k else 0, **stats.summary()})
+    return rows
