@@ -132,8 +132,8 @@ class DiscreteLatentModel:
     def log_joint(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """:math:`\\log p(x, z)` for integer states ``z`` of shape ``(*sample, *batch)``."""
         table = self.log_joint_table(x)
-        if z.dtype in (torch.float16, torch.float32, torch.float64) or z.dtype == torch.bool:
-            raise TypeError(f"z must hold integer state indices, got dtype {z.dtype}")
+        if not isinstance(z, torch.Tensor) or z.is_floating_point() or z.is_complex() or z.dtype == torch.bool:
+            raise TypeError(f"z must be a tensor of integer state indices in [0, K), got {getattr(z, 'dtype', type(z).__name__)}")
         table = table.expand(*z.shape, self.num_categories)
         return table.gather(-1, z.unsqueeze(-1)).squeeze(-1)
 
@@ -203,6 +203,8 @@ class LinearGaussianModel:
     def log_joint(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """:math:`\\log p(z) + \\log p(x \\mid z)` for ``z`` of shape ``(*sample, *batch, L)``."""
         x = _check_x(x, self.dim)
+        if not isinstance(z, torch.Tensor) or z.ndim == 0 or z.shape[-1] != self.latent_dim:
+            raise ValueError(f"z must be a tensor of shape (..., {self.latent_dim}) (last axis = latent dimension L)")
         return self.prior_distribution().log_prob(z) + self.likelihood(z).log_prob(x)
 
     def marginal(self) -> MultivariateNormal:

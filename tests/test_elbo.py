@@ -333,6 +333,8 @@ def test_bad_observations_and_q():
         elbo.elbo("model", torch.zeros(2), torch.tensor([0.5, 0.5]))
     with pytest.raises(TypeError, match="integer state"):
         model.log_joint(torch.zeros(2), torch.tensor([0.0]))
+    with pytest.raises(ValueError, match="latent dimension"):
+        lg.log_joint(torch.zeros(3), torch.zeros(5, 3))
 
 
 def test_bad_sample_counts():
