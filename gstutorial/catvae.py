@@ -1,0 +1,369 @@
+"""Chapter 7 — a variational autoencoder with categorical latent variables, on binarized MNIST.
+
+The model has ``N`` latent variables (``latent_dim``), each a categorical with ``K`` classes
+(``num_categories``). The encoder maps an image to ``N·K`` *unconstrained* logits — they are
+log-probabilities up to a per-variable constant, so no activation is applied to them (a ReLU there
+would forbid every probability below the largest one's ``exp(-max)`` share and zero out gradients).
+The decoder maps a (relaxed or exact) one-hot code ``z`` of shape ``(N, K)`` to 784 Bernoulli logits.
+
+Loss (negative ELBO, in nats per image, averaged over the batch)::
+
+    -ELBO(x) = Σ_pixels BCE(decoder(z), x)  +  Σ_n KL(q(z_n | x) ‖ Uniform(K)),   z ~ q(z | x)
+
+where the reconstruction term is the Bernoulli negative log-likelihood of the *binarized* image
+(``binary_cross_entropy_with_logits(..., reduction="sum")``) and the KL term is analytic
+(:func:`gstutorial.kl.kl_categorical_uniform`). During training ``z`` is a Gumbel-Softmax sample
+(estimator ``"gs"``) or a straight-through Gumbel-Softmax sample (``"st"``: exact one-hot forward,
+relaxed gradient backward), both from :mod:`gstutorial.gumbel`.
+
+Evaluation (all on a fixed binarization of the test set, :func:`negative_elbo`,
+:func:`importance_weighted_bound`, :func:`evaluate`):
+
+* relaxed −ELBO at a temperature τ: the decoder sees a Gumbel-Softmax sample (what "gs" optimises);
+* hard (unrelaxed) −ELBO: the decoder sees an exact one-hot sample of q(z|x) — the true ELBO of
+  the discrete model, single-sample estimate;
+* the importance-weighted bound with k one-hot samples from the discrete posterior and the uniform
+  prior, ``-log (1/k) Σ_i p(x|z_i) p(z_i) / q(z_i|x)`` (Burda et al. 2016), which tightens towards
+  ``-log p(x)`` as k grows.
+
+Shapes: images ``(B, 784)``, logits and codes ``(B, N, K)`` with the category axis last.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .gumbel import check_temperature, gumbel_max, gumbel_softmax
+from .kl import kl_categorical_uniform
+
+__all__ = [
+    "ESTIMATORS",
+    "CategoricalVAE",
+    "evaluate",
+    "importance_weighted_bound",
+    "kl_to_uniform",
+    "negative_elbo",
+    "one_hot_sample",
+    "parse_latent",
+    "reconstruction_nll",
+]
+
+#: Training estimators: Gumbel-Softmax (relaxed sample) and straight-through Gumbel-Softmax.
+ESTIMATORS = ("gs", "st")
+
+_LATENT_RE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
+
+
+def parse_latent(spec: str) -> tuple[int, int]:
+    """Parse a latent specification ``"NxK"`` (e.g. ``"20x10"``) into ``(N, K)``.
+
+    ``N`` is the number of categorical variables, ``K`` the number of classes of each; N >= 1 and
+    K >= 2 (a one-class variable carries no information).
+    """
+    if not isinstance(spec, str):
+        raise TypeError(f"the latent specification must be a string like '20x10', got {type(spec).__name__}")
+    match = _LATENT_RE.match(spec)
+    if match is None:
+        raise ValueError(f"bad latent specification {spec!r}: write it as NxK, the number of categorical "
+                         "variables times the classes of each, e.g. '20x10'")
+    n, k = int(match.group(1)), int(match.group(2))
+    _check_latent(n, k)
+    return n, k
+
+
+def _check_latent(latent_dim: int, num_categories: int) -> None:
+    for name, value, low in (("latent_dim", latent_dim, 1), ("num_categories", num_categories, 2)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+        if value < low:
+            raise ValueError(f"{name} must be >= {low}, got {value}"
+                             + ("; a categorical with one class carries no information" if low == 2 else ""))
+
+
+def _check_images(x: torch.Tensor, input_dim: int, binary: bool | str = True) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"images must be a floating-point tensor, got {x.dtype}; convert with x.float()")
+    if x.ndim != 2 or x.shape[1] != input_dim:
+        raise ValueError(f"images must have shape (batch, {input_dim}), got {tuple(x.shape)}; "
+                         f"flatten them with x.view(-1, {input_dim})")
+    if x.shape[0] == 0:
+        raise ValueError("the batch of images is empty")
+    # ``binary="first"`` scans only the first image (the per-step check of the training loss; an
+    # un-binarized MNIST image is never all 0/1), ``True`` scans all of them
+    probe = x[:1] if binary == "first" else x
+    if binary and bool(((probe != 0) & (probe != 1)).any()):
+        raise ValueError("images must be binarized (every pixel 0 or 1): the reconstruction term is a "
+                         "Bernoulli log-likelihood; binarize with gstutorial.data.binarize_dynamic (training) "
+                         "or load_mnist(binarize='fixed') (evaluation)")
+
+
+def _check_codes(z: torch.Tensor, latent_dim: int, num_categories: int) -> None:
+    if not isinstance(z, torch.Tensor):
+        raise TypeError(f"z must be a torch.Tensor, got {type(z).__name__}")
+    expected = (latent_dim, num_categories)
+    if z.ndim != 3 or tuple(z.shape[1:]) != expected:
+        raise ValueError(f"z must have shape (batch, {latent_dim}, {num_categories}), got {tuple(z.shape)}; "
+                         "pass one-hot or relaxed one-hot codes, never raw logits")
+
+
+def reconstruction_nll(recon_logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Bernoulli negative log-likelihood ``-log p(x | z)`` summed over pixels: shape ``(B,)``.
+
+    ``recon_logits`` are the decoder's Bernoulli logits, ``x`` the binarized image (same shape).
+    """
+    if recon_logits.shape != x.shape:
+        raise ValueError(f"recon_logits and x must have the same shape, got {tuple(recon_logits.shape)} "
+                         f"and {tuple(x.shape)}")
+    return F.binary_cross_entropy_with_logits(recon_logits, x, reduction="none").sum(-1)
+
+
+def kl_to_uniform(logits: torch.Tensor) -> torch.Tensor:
+    """Σ_n KL(q(z_n | x) ‖ Uniform(K)) for logits ``(B, N, K)``: shape ``(B,)``.
+
+    The per-variable KL is chapter 1's :func:`gstutorial.kl.kl_categorical_uniform`.
+    """
+    return kl_categorical_uniform(logits).sum(-1)
+
+
+def one_hot_sample(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """An exact one-hot sample of ``Categorical(softmax(logits))`` (Gumbel-Max), shape of ``logits``."""
+    index = gumbel_max(logits, generator)
+    return F.one_hot(index, logits.shape[-1]).to(logits.dtype)
+
+
+class CategoricalVAE(nn.Module):
+    """VAE with ``latent_dim`` categorical latent variables of ``num_categories`` classes each.
+
+    Parameters
+    ----------
+    latent_dim : N, the number of categorical variables (paper: 20 or 30).
+    num_categories : K, the classes of each variable (paper: 10).
+    estimator : ``"gs"`` (Gumbel-Softmax: the decoder sees the relaxed sample) or ``"st"``
+        (straight-through: the decoder sees the exact one-hot sample, gradients flow through the
+        relaxed one).
+    input_dim : pixels per image (784 for MNIST).
+    hidden : widths of the encoder's hidden layers; the decoder mirrors them.
+
+    The training objective is :meth:`loss`; :meth:`config` records everything needed to rebuild the
+    model (checkpoints store it and refuse to load into a different configuration).
+    """
+
+    name = "catvae"
+
+    def __init__(self, latent_dim: int = 20, num_categories: int = 10, estimator: str = "gs",
+                 input_dim: int = 784, hidden: Sequence[int] = (512, 256)) -> None:
+        super().__init__()
+        _check_latent(latent_dim, num_categories)
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {ESTIMATORS} ('gs' = Gumbel-Softmax, 'st' = "
+                             f"straight-through Gumbel-Softmax), got {estimator!r}")
+        hidden = tuple(int(h) for h in hidden)
+        if not hidden or min(hidden) < 1 or input_dim < 1:
+            raise ValueError(f"hidden widths and input_dim must be positive, got hidden={hidden}, "
+                             f"input_dim={input_dim}")
+        self.latent_dim = latent_dim
+        self.num_categories = num_categories
+        self.estimator = estimator
+        self.input_dim = int(input_dim)
+        self.hidden = hidden
+        code = latent_dim * num_categories
+
+        def mlp(widths: list[int]) -> nn.Sequential:
+            layers: list[nn.Module] = []
+            for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+                layers.append(nn.Linear(a, b))
+                if i < len(widths) - 2:  # ReLU between hidden layers, nothing on the output
+                    layers.append(nn.ReLU())
+            return nn.Sequential(*layers)
+
+        # encoder: 784-512-256-(N·K), the last layer's output are unconstrained logits
+        self.encoder = mlp([self.input_dim, *hidden, code])
+        # decoder: (N·K)-256-512-784, the last layer's output are Bernoulli logits
+        self.decoder = mlp([code, *reversed(hidden), self.input_dim])
+
+    # ---------------------------------------------------------------------------------------------
+    def config(self) -> dict:
+        """Everything needed to rebuild this model: ``CategoricalVAE(**config minus 'model')``."""
+        return {"model": self.name, "latent_dim": self.latent_dim, "num_categories": self.num_categories,
+                "estimator": self.estimator, "input_dim": self.input_dim, "hidden": list(self.hidden)}
+
+    @classmethod
+    def from_config(cls, config: dict) -> CategoricalVAE:
+        """Rebuild a model from :meth:`config`."""
+        kwargs = {k: v for k, v in config.items() if k != "model"}
+        if config.get("model", cls.name) != cls.name:
+            raise ValueError(f"config describes a {config['model']!r} model, not {cls.name!r}")
+        return cls(**kwargs)
+
+    def extra_repr(self) -> str:
+        return f"latent={self.latent_dim}x{self.num_categories}, estimator={self.estimator!r}"
+
+    # ---------------------------------------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of q(z | x): ``(B, 784) -> (B, N, K)``, unconstrained."""
+        return self.encoder(x).view(x.shape[0], self.latent_dim, self.num_categories)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Bernoulli logits of p(x | z): codes ``(B, N, K)`` (one-hot or relaxed) ``-> (B, 784)``."""
+        _check_codes(z, self.latent_dim, self.num_categories)
+        return self.decoder(z.reshape(z.shape[0], -1))
+
+    def sample_latent(self, logits: torch.Tensor, temperature: float, generator: torch.Generator | None = None,
+                      estimator: str | None = None) -> torch.Tensor:
+        """The training sample of z: relaxed (``"gs"``) or straight-through one-hot (``"st"``)."""
+        estimator = self.estimator if estimator is None else estimator
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+        return gumbel_softmax(logits, temperature, hard=estimator == "st", generator=generator)
+
+    def forward(self, x: torch.Tensor, temperature: float, generator: torch.Generator | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(recon_logits (B, 784), logits (B, N, K), z (B, N, K))`` with z from :meth:`sample_latent`."""
+        logits = self.encode(x)
+        z = self.sample_latent(logits, temperature, generator)
+        return self.decoder(z.reshape(x.shape[0], -1)), logits, z
+
+    def loss(self, x: torch.Tensor, temperature: float, generator: torch.Generator | None = None,
+             step: int = 0) -> dict[str, torch.Tensor]:
+        """The training objective on a binarized batch ``x`` of shape ``(B, 784)``.
+
+        Returns a dict of scalar tensors, each averaged over the batch (nats per image):
+        ``"loss"`` (−ELBO, the one to minimise), ``"recon"`` (Σ_pixels BCE) and ``"kl"``
+        (Σ_n KL to the uniform prior). ``step`` is the global training step (unused here; models
+        with step-dependent objectives, like chapter 8's, use it).
+        """
+        check_temperature(temperature)
+        _check_images(x, self.input_dim, binary="first")
+        recon_logits, logits, _ = self(x, temperature, generator)
+        recon = F.binary_cross_entropy_with_logits(recon_logits, x, reduction="sum") / x.shape[0]
+        kl = kl_to_uniform(logits).mean()
+        return {"loss": recon + kl, "recon": recon, "kl": kl}
+
+    @torch.no_grad()
+    def evaluate(self, x: torch.Tensor, temperature: float, generator: torch.Generator | None = None,
+                 batch_size: int = 1000) -> dict[str, float]:
+        """Per-epoch evaluation used by the training engine: ``{"relaxed_nelbo", "hard_nelbo"}``."""
+        return evaluate(self, x, temperature, generator=generator, batch_size=batch_size)
+
+    @torch.no_grad()
+    def sample_prior(self, num: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Images drawn from the model: z ~ Uniform one-hot, returns pixel probabilities ``(num, 784)``."""
+        p = next(self.parameters())
+        logits = torch.zeros(num, self.latent_dim, self.num_categories, device=p.device, dtype=p.dtype)
+        return torch.sigmoid(self.decode(one_hot_sample(logits, generator)))
+
+
+# ------------------------------------------------------------------------------------------------
+# Evaluation
+# ------------------------------------------------------------------------------------------------
+
+def _check_model(model: CategoricalVAE) -> None:
+    if not isinstance(model, CategoricalVAE):
+        raise TypeError(f"model must be a CategoricalVAE, got {type(model).__name__}")
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+
+
+@torch.no_grad()
+def negative_elbo(model: CategoricalVAE, x: torch.Tensor, temperature: float | None = None,
+                  hard: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Single-sample −ELBO per image, shape ``(B,)``, in nats.
+
+    ``hard=False``: relaxed −ELBO, the decoder sees a Gumbel-Softmax sample at ``temperature``.
+    ``hard=True``: unrelaxed −ELBO of the discrete model, the decoder sees an exact one-hot sample of
+    q(z|x) (``temperature`` is not used). The KL term is the analytic KL to the uniform prior in both.
+    """
+    _check_model(model)
+    _check_images(x, model.input_dim)
+    logits = model.encode(x)
+    if hard:
+        z = one_hot_sample(logits, generator)
+    else:
+        if temperature is None:
+            raise ValueError("the relaxed -ELBO needs a temperature; pass temperature=... or hard=True")
+        z = gumbel_softmax(logits, check_temperature(temperature), generator=generator)
+    return reconstruction_nll(model.decode(z), x) + kl_to_uniform(logits)
+
+
+@torch.no_grad()
+def importance_weighted_bound(model: CategoricalVAE, x: torch.Tensor, num_samples: int = 1000,
+                              generator: torch.Generator | None = None, max_rows: int = 25_000,
+                              ) -> torch.Tensor:
+    """Importance-weighted bound with the discrete posterior, per image: shape ``(B,)``, in nats.
+
+    Returns ``-log (1/k) Σ_{i=1..k} p(x|z_i) p(z_i) / q(z_i|x)`` with ``z_i`` one-hot samples of
+    q(z|x) and p(z) uniform, i.e. log p(z) = −N log K. Its expectation is an upper bound on
+    ``-log p(x)`` that decreases with k (k = 1 gives the hard −ELBO in expectation, up to the KL
+    being evaluated analytically there and by sampling here).
+
+    ``max_rows`` caps the decoder batch (images × samples) to bound memory.
+    """
+    _check_model(model)
+    _check_images(x, model.input_dim)
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+    _check_batch_size(max_rows)
+    n_lat, k_cat = model.latent_dim, model.num_categories
+    log_prior = -n_lat * math.log(k_cat)
+    images_per_chunk = max(1, max_rows // num_samples)
+    samples_per_chunk = max(1, min(num_samples, max_rows))
+    out = []
+    for start in range(0, x.shape[0], images_per_chunk):
+        xb = x[start:start + images_per_chunk]                              # (b, D)
+        b = xb.shape[0]
+        log_q = torch.log_softmax(model.encode(xb), dim=-1)                # (b, N, K)
+        log_w = []
+        for s0 in range(0, num_samples, samples_per_chunk):
+            s = min(samples_per_chunk, num_samples - s0)
+            index = gumbel_max(log_q.unsqueeze(0).expand(s, b, n_lat, k_cat), generator)  # (s, b, N)
+            z = F.one_hot(index, k_cat).to(log_q.dtype)                    # (s, b, N, K)
+            log_qz = log_q.unsqueeze(0).expand(s, -1, -1, -1).gather(-1, index.unsqueeze(-1)).squeeze(-1).sum(-1)
+            recon = model.decoder(z.reshape(s * b, n_lat * k_cat))        # (s*b, D)
+            log_px = -reconstruction_nll(recon, xb.repeat(s, 1)).view(s, b)
+            log_w.append(log_px + log_prior - log_qz)                     # (s, b)
+        log_w = torch.cat(log_w, 0)
+        out.append(-(torch.logsumexp(log_w, 0) - math.log(num_samples)))
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def evaluate(model: CategoricalVAE, x: torch.Tensor, temperature: float, *, num_samples: int = 0,
+             generator: torch.Generator | None = None, batch_size: int = 1000) -> dict[str, float]:
+    """Mean test metrics in nats per image (lower is better).
+
+    ``relaxed_nelbo`` (Gumbel-Softmax sample at ``temperature``), ``hard_nelbo`` (one-hot sample)
+    and, when ``num_samples`` = k > 0, ``iw_nelbo_k`` — the k-sample importance-weighted bound.
+    ``x`` must be binarized (use a fixed binarization of the test set). The model is put in eval
+    mode for the call and restored afterwards.
+    """
+    _check_model(model)
+    _check_images(x, model.input_dim)
+    _check_batch_size(batch_size)
+    check_temperature(temperature)
+    was_training = model.training
+    model.eval()
+    try:
+        sums = {"relaxed_nelbo": 0.0, "hard_nelbo": 0.0}
+        if num_samples:
+            sums[f"iw_nelbo_{num_samples}"] = 0.0
+        for start in range(0, x.shape[0], batch_size):
+            xb = x[start:start + batch_size]
+            sums["relaxed_nelbo"] += negative_elbo(model, xb, temperature, generator=generator).double().sum().item()
+            sums["hard_nelbo"] += negative_elbo(model, xb, hard=True, generator=generator).double().sum().item()
+            if num_samples:
+                iw = importance_weighted_bound(model, xb, num_samples, generator)
+                sums[f"iw_nelbo_{num_samples}"] += iw.double().sum().item()
+    finally:
+        model.train(was_training)
+    return {key: value / x.shape[0] for key, value in sums.items()}
