@@ -1,0 +1,259 @@
+"""Chapter 7's training engine: temperature schedule, checkpoints, resume, errors, a short real run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+
+from gstutorial.catvae import CategoricalVAE
+from gstutorial.data import load_mnist
+from gstutorial.train import (
+    CheckpointMismatchError,
+    TrainConfig,
+    export_weights,
+    load_checkpoint,
+    load_model,
+    main,
+    temperature_at,
+    train,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: matrices this small gain little from two, and on a shared 2-core machine
+    two OpenMP threads competing with other processes run several times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+TRAINING_METRICS = ("epoch", "step", "temperature", "loss", "recon", "kl")
+
+
+@pytest.fixture(scope="module")
+def mnist(mnist_raw):
+    train_x, _ = load_mnist("train", mnist_raw.parent.parent)
+    test_x, _ = load_mnist("test", mnist_raw.parent.parent, binarize="fixed", seed=0)
+    return train_x[:3000], test_x[:500]
+
+
+def small_model(estimator: str = "gs", seed: int = 0) -> CategoricalVAE:
+    torch.manual_seed(seed)
+    return CategoricalVAE(8, 4, estimator=estimator, hidden=(64, 32))
+
+
+def same_state(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# --------------------------------------------------------------------------------------------------
+# Temperature schedule
+# --------------------------------------------------------------------------------------------------
+
+def test_temperature_schedule_values():
+    # tau_t = max(0.5, exp(-1e-4 · t)), refreshed every 1000 steps (t = last multiple of 1000)
+    assert temperature_at(0) == 1.0
+    assert temperature_at(999) == 1.0
+    assert temperature_at(1000) == pytest.approx(math.exp(-0.1)) == pytest.approx(0.904837418)
+    assert temperature_at(1999) == temperature_at(1000)
+    assert temperature_at(6999) == pytest.approx(math.exp(-0.6)) == pytest.approx(0.548811636)
+    assert temperature_at(7000) == 0.5          # exp(-0.7) = 0.4966 is below the floor
+    assert temperature_at(10**7) == 0.5
+    assert temperature_at(1500, tau0=2.0, tau_min=0.1, rate=1e-5, every=500) == pytest.approx(2 * math.exp(-0.015))
+    assert temperature_at(123, tau0=0.67, tau_min=0.67, rate=0.0) == 0.67  # fixed temperature
+
+
+def test_temperature_follows_the_global_step_not_the_epoch():
+    # 100 epochs of 600 steps: the schedule reaches the floor (the per-epoch reset of the widely
+    # copied code stays near 0.96 forever)
+    config = TrainConfig()
+    taus = [config.temperature(600 * epoch) for epoch in range(100)]
+    assert taus == sorted(taus, reverse=True) and taus[0] == 1.0 and taus[-1] == 0.5
+    assert config.temperature(600 * 12) == 0.5
+
+
+def test_schedule_bad_arguments():
+    with pytest.raises(ValueError, match="step"):
+        temperature_at(-1)
+    with pytest.raises(ValueError, match="every"):
+        temperature_at(10, every=0)
+    with pytest.raises(ValueError, match="tau0"):
+        temperature_at(10, tau0=0.0)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"batch_size": 0}, "batch_size"),
+    ({"epochs": -1}, "epochs"),
+    ({"lr": -1e-3}, "lr"),
+    ({"tau0": 0.0}, "tau0"),
+    ({"tau_min": 2.0}, "tau_min .* must not exceed tau0"),
+    ({"anneal_rate": -1.0}, "anneal_rate"),
+    ({"anneal_every": 0}, "anneal_every"),
+])
+def test_bad_config(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**kwargs)
+
+
+# --------------------------------------------------------------------------------------------------
+# Engine: outputs, checkpoints, resume
+# --------------------------------------------------------------------------------------------------
+
+def test_outputs_history_and_checkpoint(tmp_path, mnist):
+    train_x, test_x = mnist
+    config = TrainConfig(epochs=2, batch_size=100, seed=3)
+    result = train(small_model(), train_x[:400], config, test_x=test_x[:200], out_dir=tmp_path, progress=False)
+    assert result.epoch == 2 and result.step == 8 and len(result.history) == 2
+    row = result.history[-1]
+    assert {*TRAINING_METRICS, "test_relaxed_nelbo", "test_hard_nelbo", "epoch_s", "elapsed_s"} <= set(row)
+    assert row["step"] == 8 and row["temperature"] == 1.0
+    saved = json.loads((tmp_path / "history.json").read_text())
+    assert saved["history"] == result.history
+    assert saved["model_config"]["latent_dim"] == 8 and saved["train_config"]["seed"] == 3
+    with open(tmp_path / "history.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 2 and float(rows[1]["loss"]) == pytest.approx(row["loss"])
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["step"] == 8 and state["epoch"] == 2 and state["model_config"] == result.model.config()
+    assert not list(tmp_path.glob(".*.part"))  # atomic writes leave no temporary files behind
+
+
+def test_checkpoint_round_trip(tmp_path, mnist):
+    train_x, _ = mnist
+    result = train(small_model(), train_x[:300], TrainConfig(epochs=1), out_dir=tmp_path, progress=False)
+    model, meta = load_model(tmp_path / "checkpoint.pt", device="cpu")
+    assert same_state(model.state_dict(), result.model.state_dict())
+    assert meta["step"] == 3 and meta["train_config"]["epochs"] == 1
+    export_weights(result.model, tmp_path / "w16.pt", history=result.history)
+    half, meta16 = load_model(tmp_path / "w16.pt", device="cpu")
+    assert meta16["dtype"] == "float16" and meta16["history"] == result.history
+    for k, v in result.model.state_dict().items():
+        torch.testing.assert_close(half.state_dict()[k], v, atol=1e-3, rtol=1e-3)
+    # weights only, in half precision: under a quarter of the checkpoint (weights + two Adam moments)
+    assert (tmp_path / "w16.pt").stat().st_size < 0.25 * (tmp_path / "checkpoint.pt").stat().st_size
+
+
+def test_resume_is_bit_identical(tmp_path, mnist):
+    train_x, test_x = mnist
+    data, config = train_x[:500], TrainConfig(epochs=3, batch_size=100, seed=7, anneal_every=4, anneal_rate=0.05)
+    straight = train(small_model(), data, config, test_x=test_x[:100], out_dir=tmp_path / "a", progress=False)
+
+    class Interrupted(CategoricalVAE):
+        """Raises KeyboardInterrupt in the middle of epoch 2 (global step 7)."""
+
+        def loss(self, x, temperature, generator=None, step=0):
+            if step == 7:
+                raise KeyboardInterrupt
+            return super().loss(x, temperature, generator, step)
+
+    torch.manual_seed(0)
+    victim = Interrupted(8, 4, hidden=(64, 32))
+    with pytest.raises(KeyboardInterrupt):
+        train(victim, data, config, test_x=test_x[:100], out_dir=tmp_path / "b", progress=False)
+    assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")["epoch"] == 1
+    fresh = small_model(seed=123)  # different initial weights: everything must come from the checkpoint
+    resumed = train(fresh, data, config, test_x=test_x[:100], out_dir=tmp_path / "b", progress=False)
+    assert resumed.resumed_from_epoch == 1
+    assert same_state(resumed.model.state_dict(), straight.model.state_dict())
+    keep = [*TRAINING_METRICS, "test_relaxed_nelbo", "test_hard_nelbo"]
+    assert [{k: r[k] for k in keep} for r in resumed.history] == [{k: r[k] for k in keep} for r in straight.history]
+    # the temperature really changed across the interruption (schedule on the global step)
+    assert resumed.history[0]["temperature"] > resumed.history[2]["temperature"]
+    # extending a finished run trains further from where it stopped
+    longer = train(small_model(), data, TrainConfig(**{**config.__dict__, "epochs": 4}),
+                   out_dir=tmp_path / "b", progress=False)
+    assert longer.resumed_from_epoch == 3 and longer.step == 20
+
+
+def test_mismatched_checkpoint_is_refused(tmp_path, mnist):
+    train_x, _ = mnist
+    data = train_x[:200]
+    train(small_model("gs"), data, TrainConfig(epochs=1), out_dir=tmp_path, progress=False)
+    with pytest.raises(CheckpointMismatchError, match="estimator: checkpoint has 'gs', requested 'st'"):
+        train(small_model("st"), data, TrainConfig(epochs=2), out_dir=tmp_path, progress=False)
+    with pytest.raises(CheckpointMismatchError, match="latent_dim"):
+        train(CategoricalVAE(20, 10), data, TrainConfig(epochs=2), out_dir=tmp_path, progress=False)
+    with pytest.raises(CheckpointMismatchError, match="lr: checkpoint has 0.001, requested 0.01"):
+        train(small_model(), data, TrainConfig(epochs=2, lr=1e-2), out_dir=tmp_path, progress=False)
+    with pytest.raises(CheckpointMismatchError, match="training data"):
+        train(small_model(), train_x[200:400], TrainConfig(epochs=2), out_dir=tmp_path, progress=False)
+    # resume=False starts afresh and overwrites
+    fresh = train(small_model("st"), data, TrainConfig(epochs=1), out_dir=tmp_path, resume=False, progress=False)
+    assert fresh.resumed_from_epoch == 0 and load_checkpoint(tmp_path / "checkpoint.pt")["model_config"]["estimator"] == "st"
+
+
+def test_bad_engine_arguments(tmp_path, mnist):
+    train_x, _ = mnist
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        train(small_model(), train_x[:100] * 255, TrainConfig(epochs=1), progress=False)
+    with pytest.raises(TypeError, match="TrainConfig"):
+        train(small_model(), train_x[:100], {"epochs": 1}, progress=False)
+    with pytest.raises(TypeError, match="loss"):
+        train(torch.nn.Linear(784, 10), train_x[:100], TrainConfig(epochs=1), progress=False)
+    with pytest.raises(ValueError, match="not a gstutorial training checkpoint"):
+        torch.save({"weights": 1}, tmp_path / "other.pt")
+        load_checkpoint(tmp_path / "other.pt")
+
+
+def test_binarization_is_a_bernoulli_draw_of_the_intensities():
+    from gstutorial.train import _binarize
+
+    x = torch.tensor([0.0, 1.0, 0.25, 0.9]).repeat(20_000, 1)
+    b = _binarize(x, torch.Generator().manual_seed(0))
+    assert set(b.unique().tolist()) == {0.0, 1.0}
+    freq = b.mean(0)
+    assert freq[0] == 0.0 and freq[1] == 1.0
+    torch.testing.assert_close(freq[2:], torch.tensor([0.25, 0.9]), atol=0.01, rtol=0)  # ~5 sigma
+
+
+# --------------------------------------------------------------------------------------------------
+# A short real training run and the command line
+# --------------------------------------------------------------------------------------------------
+
+def test_short_training_run_lowers_the_loss(mnist):
+    train_x, test_x = mnist
+    torch.manual_seed(0)
+    model = CategoricalVAE(20, 10)
+    untrained = model.evaluate(test_x, 1.0, torch.Generator().manual_seed(0))
+    config = TrainConfig(epochs=8, batch_size=100, seed=0, eval_every=8)   # 240 steps
+    result = train(model, train_x, config, test_x=test_x, progress=False)
+    losses = [row["loss"] for row in result.history]
+    assert losses[0] > losses[-1] + 40 and losses[-1] < 200  # about 315 -> 192 nats
+    assert result.history[-1]["test_hard_nelbo"] < untrained["hard_nelbo"] - 200
+    assert result.history[-1]["test_hard_nelbo"] < 215
+
+
+def test_command_line(tmp_path, mnist_raw, capsys):
+    out = tmp_path / "run"
+    argv = ["catvae", "--latent", "4x3", "--estimator", "st", "--epochs", "1", "--train-size", "200",
+            "--seed", "2", "--out", str(out), "--data-root", str(mnist_raw.parent.parent), "--quiet",
+            "--iw-samples", "5", "--iw-examples", "20", "--export", str(tmp_path / "w.pt")]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert str(out / "checkpoint.pt") in printed and str(tmp_path / "w.pt") in printed
+    final = json.loads((out / "final_metrics.json").read_text())
+    assert final["steps"] == 2 and final["iw_examples"] == 20 and final["iw_nelbo_5"] > 0
+    model, meta = load_model(tmp_path / "w.pt", device="cpu")
+    assert model.config()["estimator"] == "st" and meta["final_metrics"] == final
+    # same command again: resumes (nothing left to do); a different estimator is refused
+    assert main(argv) == 0
+    assert main([*argv[:4], "gs", *argv[5:]]) == 2
+    assert "estimator: checkpoint has 'st', requested 'gs'" in capsys.readouterr().err
+
+
+def test_command_line_help_and_bad_arguments(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["catvae", "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    assert "--estimator" in text and "--latent" in text and "default: 20x10" in text
+    assert main(["catvae", "--latent", "20by10", "--epochs", "0"]) == 2
+    assert "bad latent specification" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["catvae", "--estimator", "reinforce"])
