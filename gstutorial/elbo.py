@@ -35,6 +35,7 @@ from torch.distributions import (
 )
 
 from gstutorial import kl
+from gstutorial.utils import check_float_tensor
 
 __all__ = [
     "DiscreteLatentModel",
@@ -48,18 +49,8 @@ __all__ = [
     "iwae_bound_exact",
 ]
 
-def _check_tensor(t: object, name: str) -> torch.Tensor:
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}; wrap it with torch.tensor(...)")
-    if not t.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got {t.dtype}; convert it with .double()")
-    if not torch.isfinite(t).all():
-        raise ValueError(f"{name} has NaN or infinite entries; every entry must be finite")
-    return t
-
-
 def _check_x(x: object, dim: int) -> torch.Tensor:
-    x = _check_tensor(x, "x")
+    x = check_float_tensor(x, "x")
     if x.ndim == 0 or x.shape[-1] != dim:
         raise ValueError(f"x must have shape (*batch, {dim}) for this model (last axis = observation "
                          f"dimension D = {dim}), got {tuple(x.shape)}")
@@ -91,11 +82,11 @@ class DiscreteLatentModel:
         kl.check_probabilities(prior, "prior")
         if prior.ndim != 1:
             raise ValueError(f"prior must be one probability vector of shape (K,), got shape {tuple(prior.shape)}")
-        means = _check_tensor(means, "means")
+        means = check_float_tensor(means, "means")
         if means.ndim != 2 or means.shape[0] != prior.shape[0]:
             raise ValueError(f"means must have shape (K, D) = ({prior.shape[0]}, D), one row per latent state, "
                              f"got {tuple(means.shape)}")
-        scales = _check_tensor(scales, "scales")
+        scales = check_float_tensor(scales, "scales")
         try:
             scales = torch.broadcast_to(scales, means.shape)
         except RuntimeError as error:
@@ -169,10 +160,10 @@ class LinearGaussianModel:
     """
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor, noise_scale: float | torch.Tensor) -> None:
-        weight = _check_tensor(weight, "weight")
+        weight = check_float_tensor(weight, "weight")
         if weight.ndim != 2:
             raise ValueError(f"weight must be a (D, L) matrix, got shape {tuple(weight.shape)}")
-        bias = _check_tensor(bias, "bias")
+        bias = check_float_tensor(bias, "bias")
         if bias.shape != weight.shape[:1]:
             raise ValueError(f"bias must have shape (D,) = ({weight.shape[0]},) to match weight, "
                              f"got {tuple(bias.shape)}")

@@ -19,6 +19,7 @@ import torch
 from torch.distributions import Normal
 
 from gstutorial import kl
+from gstutorial.utils import check_float_tensor
 
 __all__ = [
     "Objective",
@@ -91,16 +92,6 @@ def get_objective(name: str) -> Objective:
     return OBJECTIVES[name]
 
 
-def _check_float_tensor(t: object, name: str) -> torch.Tensor:
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}; wrap it with torch.tensor(...)")
-    if not t.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got {t.dtype}; convert it with .double()")
-    if not torch.isfinite(t).all():
-        raise ValueError(f"{name} has NaN or infinite entries; every entry must be finite")
-    return t
-
-
 def _standard_normal(shape: torch.Size | tuple[int, ...], like: torch.Tensor,
                      generator: torch.Generator | None) -> torch.Tensor:
     device = generator.device if generator is not None else like.device
@@ -127,8 +118,8 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Gene
     -------
     Tensor, the broadcast shape of ``mu`` and ``logvar``
     """
-    mu = _check_float_tensor(mu, "mu")
-    logvar = _check_float_tensor(logvar, "logvar")
+    mu = check_float_tensor(mu, "mu")
+    logvar = check_float_tensor(logvar, "logvar")
     try:
         shape = torch.broadcast_shapes(mu.shape, logvar.shape)
     except RuntimeError as error:
@@ -160,8 +151,8 @@ def gaussian_elbo_estimate(log_likelihood: Function, mu: torch.Tensor, logvar: t
     -------
     Tensor, shape ()
     """
-    mu = _check_float_tensor(mu, "mu")
-    logvar = _check_float_tensor(logvar, "logvar")
+    mu = check_float_tensor(mu, "mu")
+    logvar = check_float_tensor(logvar, "logvar")
     if mu.ndim != 1 or mu.shape != logvar.shape:
         raise ValueError(f"mu and logvar must both have shape (L,), got {tuple(mu.shape)} and {tuple(logvar.shape)}")
     _check_num_samples(num_samples)
@@ -175,9 +166,9 @@ def gaussian_elbo_estimate(log_likelihood: Function, mu: torch.Tensor, logvar: t
 
 def _check_gaussian_params(mu: object, sigma: object) -> tuple[torch.Tensor, torch.Tensor]:
     mu = torch.as_tensor(mu, dtype=torch.get_default_dtype()) if isinstance(mu, float | int) else mu
-    mu = _check_float_tensor(mu, "mu")
+    mu = check_float_tensor(mu, "mu")
     sigma = torch.as_tensor(sigma, dtype=mu.dtype, device=mu.device) if isinstance(sigma, float | int) else sigma
-    sigma = _check_float_tensor(sigma, "sigma")
+    sigma = check_float_tensor(sigma, "sigma")
     if mu.ndim != 0 or sigma.ndim != 0:
         raise ValueError(f"mu and sigma must be scalars (0-d tensors or floats), got shapes "
                          f"{tuple(mu.shape)} and {tuple(sigma.shape)}")
@@ -206,6 +197,17 @@ def normal_score(z: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) -> torc
     return torch.stack((diff / sigma**2, diff**2 / sigma**3 - 1 / sigma), dim=-1)
 
 
+def _per_sample_setup(mu, sigma, num_samples: int, generator: torch.Generator | None):
+    """Validate, draw ε, and make one copy of (μ, σ) per sample so that one backward pass gives
+    per-sample gradients. Returns ``(mu, sigma, mus, sigmas, eps)``."""
+    mu, sigma = _check_gaussian_params(mu, sigma)
+    _check_num_samples(num_samples)
+    eps = _standard_normal((num_samples,), mu, generator)
+    mus = mu.expand(num_samples).clone().requires_grad_(True)
+    sigmas = sigma.expand(num_samples).clone().requires_grad_(True)
+    return mu, sigma, mus, sigmas, eps
+
+
 def score_function_gradient(f: Function, mu: torch.Tensor | float, sigma: torch.Tensor | float,
                             num_samples: int, generator: torch.Generator | None = None,
                             baseline: float = 0.0) -> torch.Tensor:
@@ -229,12 +231,7 @@ def score_function_gradient(f: Function, mu: torch.Tensor | float, sigma: torch.
     Tensor, shape (num_samples, 2)
         Columns: estimates of the derivative with respect to mu and to sigma.
     """
-    mu, sigma = _check_gaussian_params(mu, sigma)
-    _check_num_samples(num_samples)
-    eps = _standard_normal((num_samples,), mu, generator)
-    # one copy of the parameters per sample, so that one backward pass gives per-sample gradients
-    mus = mu.expand(num_samples).clone().requires_grad_(True)
-    sigmas = sigma.expand(num_samples).clone().requires_grad_(True)
+    mu, sigma, mus, sigmas, eps = _per_sample_setup(mu, sigma, num_samples, generator)
     z = (mu + sigma * eps).detach()  # the sample itself is not differentiated
     log_prob = Normal(mus, sigmas).log_prob(z)
     weights = (f(z) - baseline).detach()
@@ -255,11 +252,7 @@ def pathwise_gradient(f: Function, mu: torch.Tensor | float, sigma: torch.Tensor
     Tensor, shape (num_samples, 2)
         Columns: estimates of the derivative with respect to mu and to sigma.
     """
-    mu, sigma = _check_gaussian_params(mu, sigma)
-    _check_num_samples(num_samples)
-    eps = _standard_normal((num_samples,), mu, generator)
-    mus = mu.expand(num_samples).clone().requires_grad_(True)
-    sigmas = sigma.expand(num_samples).clone().requires_grad_(True)
+    mu, sigma, mus, sigmas, eps = _per_sample_setup(mu, sigma, num_samples, generator)
     z = mus + sigmas * eps
     values = f(z)
     if not values.requires_grad:
@@ -279,10 +272,10 @@ def threshold_bernoulli(p: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     ``p``: its derivative is zero wherever it exists, so autograd cannot pass a gradient through it
     (the result does not require grad). Shapes broadcast.
     """
-    p = _check_float_tensor(p, "p")
+    p = check_float_tensor(p, "p")
     if ((p < 0) | (p > 1)).any():
         raise ValueError("p holds probabilities and must lie in [0, 1]")
-    u = _check_float_tensor(u, "u")
+    u = check_float_tensor(u, "u")
     return (u < p).to(p.dtype)
 
 
@@ -298,7 +291,7 @@ def bernoulli_score_function_gradient(f: Function, p: torch.Tensor | float, num_
     Tensor, shape (num_samples,)
     """
     p = torch.as_tensor(p, dtype=torch.get_default_dtype()) if isinstance(p, float | int) else p
-    p = _check_float_tensor(p, "p")
+    p = check_float_tensor(p, "p")
     if p.ndim != 0 or not 0 < p.item() < 1:
         raise ValueError(f"p must be one probability strictly between 0 and 1, got {p.tolist()}")
     _check_num_samples(num_samples)

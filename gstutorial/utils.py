@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["atomic_write", "get_device", "progress_disabled", "set_seed"]
+__all__ = ["atomic_write", "check_float_tensor", "get_device", "progress_disabled", "set_seed"]
 
 
 def set_seed(seed: int) -> torch.Generator:
@@ -49,3 +49,14 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def check_float_tensor(t: object, name: str) -> torch.Tensor:
+    """Return ``t`` if it is a finite floating-point tensor, else raise an error that names ``name``."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}; wrap it with torch.tensor(...)")
+    if not t.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {t.dtype}; convert it with .double()")
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{name} has NaN or infinite entries; every entry must be finite")
+    return t
