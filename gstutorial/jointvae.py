@@ -551,6 +551,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--export", default=None, metavar="PATH",
                    help="also write a compact weights-only file (for the book) to PATH")
     p.add_argument("--export-dtype", choices=("float16", "float32"), default="float16")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for PyTorch (default: PyTorch's choice; 1 is fastest on a busy machine)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines")
 
 
@@ -577,6 +579,10 @@ def run_cli(args: argparse.Namespace) -> int:
     from .data import load_mnist
     from .train import CHECKPOINT_NAME, export_weights, train
 
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     config = default_train_config(args.epochs, args.seed, batch_size=args.batch_size, lr=args.lr,
                                   tau0=check_temperature(args.temperature),
                                   tau_min=check_temperature(args.temperature), eval_every=args.eval_every)
