@@ -1,0 +1,154 @@
+"""Reproduction of Jang et al. 2017, Table 1 (categorical VAE, 20x10, binarized MNIST).
+
+Trains the 20x10 categorical VAE with Gumbel-Softmax ("gs") and straight-through Gumbel-Softmax
+("st") for several seeds with the package's engine (:func:`gstutorial.train.train`, the same code
+as ``python -m gstutorial.train catvae``), then reports on the MNIST test set (fixed binarization,
+``load_mnist("test", binarize="fixed", seed=0)``), in nats, lower is better:
+
+* the single-sample **hard −ELBO**: −ELBO of the discrete model, the decoder fed one exact
+  one-hot sample of q(z|x), KL to the uniform prior analytic — the "negative variational lower
+  bound" of the paper's Table 1;
+* the **k-sample importance-weighted bound** (default k = 1000) with one-hot samples of the discrete
+  posterior — tighter (never above the hard −ELBO in expectation); the paper's text mentions a
+  1000-sample evaluation, so both are shown next to the paper's 101.5 (GS) and 107.8 (ST-GS);
+* the relaxed −ELBO at the final temperature, for reference only (not a bound on −log p(x) of the
+  discrete model).
+
+Mean ± standard deviation over seeds (sample std, n−1) and each seed's numbers and training wall time
+are printed and written to ``benchmarks/results/catvae_quality.json``. Training resumes from the
+run folders (``--runs``), so the script can be stopped and restarted, and ``--epochs`` raised later.
+Long: about 100 epochs x 600 steps per run. Example (the paper's settings)::
+
+    .venv/bin/python benchmarks/bench_catvae_quality.py --epochs 100 --seeds 0 1 2 --iw-samples 1000
+
+``--no-train`` only evaluates the checkpoints already in the run folders (whatever epoch they reached).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from gstutorial.catvae import CategoricalVAE, importance_weighted_bound, negative_elbo
+from gstutorial.data import load_mnist
+from gstutorial.train import CHECKPOINT_NAME, TrainConfig, load_model, train
+from gstutorial.utils import get_device, set_seed
+
+PAPER = {"gs": 101.5, "st": 107.8}   # Jang et al. 2017, Table 1, categorical, −ELBO in nats
+NAMES = {"gs": "Gumbel-Softmax", "st": "ST Gumbel-Softmax"}
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else float("nan"))
+
+
+@torch.no_grad()
+def measure(model: CategoricalVAE, test_x: torch.Tensor, tau: float, iw_samples: int, iw_examples: int,
+            seed: int) -> dict[str, float]:
+    gen = torch.Generator(test_x.device).manual_seed(seed)
+    hard = torch.cat([negative_elbo(model, test_x[i:i + 1000], hard=True, generator=gen)
+                      for i in range(0, test_x.shape[0], 1000)]).double()
+    relaxed = torch.cat([negative_elbo(model, test_x[i:i + 1000], tau, generator=gen)
+                         for i in range(0, test_x.shape[0], 1000)]).double()
+    out = {"hard_nelbo": hard.mean().item(), "relaxed_nelbo": relaxed.mean().item(), "temperature": tau}
+    if iw_samples:
+        sub = test_x[:iw_examples]
+        start = time.perf_counter()
+        iw = torch.cat([importance_weighted_bound(model, sub[i:i + 100], iw_samples, gen)
+                        for i in range(0, sub.shape[0], 100)]).double()
+        out.update({f"iw_nelbo_{iw_samples}": iw.mean().item(), "iw_examples": int(sub.shape[0]),
+                    "hard_nelbo_on_iw_examples": hard[:sub.shape[0]].mean().item(),
+                    "iw_seconds": round(time.perf_counter() - start, 1)})
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Reproduce Jang et al. 2017 Table 1 (categorical 20x10).")
+    parser.add_argument("--estimators", nargs="+", choices=sorted(PAPER), default=["gs", "st"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=100, help="epochs per run (600 steps each)")
+    parser.add_argument("--anneal-rate", type=float, default=TrainConfig.anneal_rate)
+    parser.add_argument("--iw-samples", type=int, default=1000, help="k of the importance-weighted bound (0: skip)")
+    parser.add_argument("--iw-examples", type=int, default=10_000, help="test images for the IW bound")
+    parser.add_argument("--no-train", action="store_true", help="only evaluate existing checkpoints")
+    parser.add_argument("--runs", default="benchmarks/results/runs", help="run folders (checkpoints)")
+    parser.add_argument("--out", default="benchmarks/results/catvae_quality.json")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--data-root", default=None)
+    args = parser.parse_args()
+
+    os.environ.setdefault("GSTUTORIAL_NO_PROGRESS", "1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = get_device()
+    train_x, _ = load_mnist("train", args.data_root, device=device)
+    test_x, _ = load_mnist("test", args.data_root, binarize="fixed", seed=0, device=device)
+    runs: dict[str, list[dict]] = {est: [] for est in args.estimators}
+    for est in args.estimators:
+        for seed in args.seeds:
+            out_dir = Path(args.runs) / f"catvae-20x10-{est}-seed{seed}"
+            config = TrainConfig(epochs=args.epochs, seed=seed, anneal_rate=args.anneal_rate)
+            if args.no_train:
+                if not (out_dir / CHECKPOINT_NAME).is_file():
+                    print(f"{est} seed {seed}: no checkpoint in {out_dir}, skipped")
+                    continue
+                model, meta = load_model(out_dir / CHECKPOINT_NAME, device=device)
+                history = meta["history"]
+                config = TrainConfig(**meta["train_config"])
+            else:
+                set_seed(seed)
+                model = CategoricalVAE(20, 10, estimator=est)
+                history = train(model, train_x, config, test_x=test_x, out_dir=out_dir, device=device,
+                                progress=False, log=lambda line, e=est, s=seed: print(f"[{e} seed {s}] {line}",
+                                                                                     flush=True)).history
+            step = history[-1]["step"]
+            tau = config.temperature(max(step - 1, 0))
+            row = {"seed": seed, "epochs": history[-1]["epoch"], "steps": step,
+                   "train_wall_s": history[-1]["elapsed_s"],
+                   **measure(model.eval(), test_x, tau, args.iw_samples, args.iw_examples, config.eval_seed),
+                   "train_config": dataclasses.asdict(config), "device": str(device),
+                   "threads": torch.get_num_threads()}
+            runs[est].append(row)
+            print(f"{est} seed {seed}: {row['epochs']} epochs, hard -ELBO {row['hard_nelbo']:.2f}"
+                  + (f", IW-{args.iw_samples} {row[f'iw_nelbo_{args.iw_samples}']:.2f} on {row['iw_examples']} images"
+                     if args.iw_samples else "") + f", trained {row['train_wall_s'] / 60:.1f} min", flush=True)
+
+    key = f"iw_nelbo_{args.iw_samples}"
+    summary = {}
+    print("\nCategorical VAE 20x10, binarized MNIST test set, nats (lower is better); mean ± std over seeds")
+    print(f"{'estimator':<20}{'seeds':>6}{'epochs':>8}{'hard -ELBO':>18}"
+          + (f"{'IW k=' + str(args.iw_samples):>18}" if args.iw_samples else "") + f"{'paper':>8}{'train min':>11}")
+    for est, rows in runs.items():
+        if not rows:
+            continue
+        hard = mean_std([r["hard_nelbo"] for r in rows])
+        summary[est] = {"paper": PAPER[est], "seeds": [r["seed"] for r in rows],
+                        "epochs": [r["epochs"] for r in rows], "hard_nelbo_mean": hard[0], "hard_nelbo_std": hard[1],
+                        "train_wall_min_mean": statistics.fmean(r["train_wall_s"] for r in rows) / 60}
+        line = f"{NAMES[est]:<20}{len(rows):>6}{min(summary[est]['epochs']):>8}{hard[0]:>11.2f} ± {hard[1]:<4.2f}"
+        if args.iw_samples:
+            iw = mean_std([r[key] for r in rows])
+            summary[est].update({f"{key}_mean": iw[0], f"{key}_std": iw[1], "iw_examples": rows[0]["iw_examples"]})
+            line += f"{iw[0]:>11.2f} ± {iw[1]:<4.2f}"
+        print(line + f"{PAPER[est]:>8.1f}{summary[est]['train_wall_min_mean']:>11.1f}")
+    print("hard -ELBO: single one-hot sample of q(z|x) per image, KL analytic, all 10,000 test images. "
+          + (f"IW: k={args.iw_samples} one-hot posterior samples, uniform prior, on the first "
+             f"{args.iw_examples} test images." if args.iw_samples else "")
+          + " Paper: Jang et al. 2017 Table 1, negative variational lower bound.")
+    result = {"benchmark": "catvae 20x10 quality vs Jang et al. 2017 Table 1", "paper": PAPER,
+              "test_set": "MNIST test, fixed binarization (load_mnist binarize='fixed', seed 0)",
+              "torch": torch.__version__, "summary": summary, "runs": runs}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

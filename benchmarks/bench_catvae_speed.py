@@ -1,0 +1,146 @@
+"""One training epoch of the categorical VAE: the package's trainer vs a tutorial-style loop.
+
+Both train the same 30x10 categorical VAE (784-512-256-300 encoder, 300-256-512-784 decoder) with
+batch 100, Adam (lr 1e-3), dynamic binarization and a Gumbel-Softmax sample on the global-step
+temperature schedule, and both compute each step's loss with the very same function
+(``CategoricalVAE.loss``), so the per-step math is identical. What differs is everything around it:
+
+* reference (the way the popular tutorials write it): ``torchvision.datasets.MNIST`` with
+  ``transforms.ToTensor()`` (a PIL image and a tensor conversion per sample), a ``DataLoader``
+  collating 100 samples per batch, ``torch.bernoulli`` on the batch, ``optim.Adam`` with its default
+  (per-parameter loop) implementation, ``loss.item()`` every step;
+* package (:func:`gstutorial.train.train`): MNIST resident as one tensor, batches sliced by a
+  permutation, binarization as one uniform draw compared in place, fused Adam, no host sync.
+
+Also timed: the epoch's matrix multiplications alone (6 forward, 6 weight-gradient and 5
+input-gradient products per step, same shapes) — a lower bound for any implementation of this
+model on this CPU — and how close the trainer gets to it.
+
+The three measurements are interleaved for several rounds in one process, so that a machine shared
+with other work slows them alike; medians are reported. Run from the repository root::
+
+    .venv/bin/python benchmarks/bench_catvae_speed.py [--rounds 3] [--data-root data]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch import optim
+from torch.utils.data import DataLoader
+from torchvision import datasets, transforms
+
+from gstutorial.catvae import CategoricalVAE
+from gstutorial.data import load_mnist
+from gstutorial.train import TrainConfig, temperature_at, train
+
+LATENT, CLASSES, BATCH = 30, 10, 100
+
+
+def reference_epoch(model: CategoricalVAE, optimizer: optim.Optimizer, loader: DataLoader, step: int) -> tuple[float, int]:
+    """One epoch written the tutorial way (same per-step math as the package)."""
+    model.train()
+    train_loss = 0.0
+    for data, _ in loader:
+        data = torch.bernoulli(data.view(-1, 784))          # dynamic binarization
+        tau = temperature_at(step)                           # global-step schedule, like the package
+        optimizer.zero_grad()
+        loss = model.loss(data, tau)["loss"]
+        loss.backward()
+        train_loss += loss.item() * len(data)
+        optimizer.step()
+        step += 1
+    return train_loss / len(loader.dataset), step
+
+
+def matmul_epoch(model: CategoricalVAE, steps: int) -> None:
+    """Only the matrix products of ``steps`` training steps (forward, weight and input gradients)."""
+    layers = [m for m in [*model.encoder, *model.decoder] if isinstance(m, torch.nn.Linear)]
+    weights = [m.weight.detach().clone() for m in layers]
+    biases = [m.bias.detach().clone() for m in layers]
+    inputs = [torch.rand(BATCH, w.shape[1]) for w in weights]
+    grads = [torch.rand(BATCH, w.shape[0]) for w in weights]
+    out_fwd = [torch.empty(BATCH, w.shape[0]) for w in weights]
+    out_gw = [torch.empty_like(w) for w in weights]
+    out_gx = [torch.empty(BATCH, w.shape[1]) for w in weights]
+    for _ in range(steps):
+        for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
+            torch.addmm(b, inputs[i], w.t(), out=out_fwd[i])      # forward
+            torch.mm(grads[i].t(), inputs[i], out=out_gw[i])     # weight gradient
+            if i != 0:                                           # no gradient w.r.t. the images
+                torch.mm(grads[i], w, out=out_gx[i])             # input gradient
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median reported)")
+    parser.add_argument("--data-root", default="data")
+    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads for all three measurements (default: PyTorch's choice)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    os.environ.setdefault("GSTUTORIAL_NO_PROGRESS", "1")
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+          f"{platform.processor() or platform.machine()}; load average at start {os.getloadavg()[0]:.2f}")
+
+    # reference: torchvision dataset + DataLoader + ToTensor, batch 100
+    dataset = datasets.MNIST(args.data_root, train=True, download=False, transform=transforms.ToTensor())
+    loader = DataLoader(dataset, batch_size=BATCH, shuffle=True)
+    ref_model = CategoricalVAE(LATENT, CLASSES)
+    ref_opt = optim.Adam(ref_model.parameters(), lr=1e-3)
+
+    # package: resident tensors
+    train_x, _ = load_mnist("train", args.data_root, device="cpu")
+    pkg_model = CategoricalVAE(LATENT, CLASSES)
+    pkg_model.load_state_dict(ref_model.state_dict())
+    steps = len(loader)
+
+    times: dict[str, list[float]] = {"reference": [], "package": [], "matmul": []}
+    ref_step = 0
+    for r in range(args.rounds):
+        t = time.perf_counter()
+        ref_loss, ref_step = reference_epoch(ref_model, ref_opt, loader, ref_step)
+        times["reference"].append(time.perf_counter() - t)
+
+        t = time.perf_counter()
+        result = train(pkg_model, train_x, TrainConfig(epochs=1, seed=r), device="cpu", progress=False)
+        times["package"].append(time.perf_counter() - t)
+        pkg_loss = result.history[-1]["loss"]
+
+        t = time.perf_counter()
+        matmul_epoch(pkg_model, steps)
+        times["matmul"].append(time.perf_counter() - t)
+        print(f"round {r + 1}: reference {times['reference'][-1]:.2f} s (loss {ref_loss:.2f}), "
+              f"package {times['package'][-1]:.2f} s (loss {pkg_loss:.2f}), "
+              f"matmuls only {times['matmul'][-1]:.2f} s", flush=True)
+
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"\nper epoch ({steps} steps of batch {BATCH}, latent {LATENT}x{CLASSES}), median of {args.rounds}:")
+    print(f"  reference (torchvision MNIST + DataLoader + ToTensor): {med['reference']:6.2f} s")
+    print(f"  package trainer (gstutorial.train.train):              {med['package']:6.2f} s")
+    print(f"  matrix multiplications alone (lower bound):             {med['matmul']:6.2f} s")
+    print(f"speed-up of the trainer over the reference: {med['reference'] / med['package']:.2f}x (target >= 3x)")
+    print(f"trainer time / matmul lower bound: {med['package'] / med['matmul']:.2f}x "
+          f"(matmuls are {100 * med['matmul'] / med['package']:.0f}% of the trainer's epoch)")
+    print(f"load average at end {os.getloadavg()[0]:.2f} (other processes on the machine slow every number)")
+    if args.json:
+        out = {"torch": torch.__version__, "threads": torch.get_num_threads(), "rounds": args.rounds,
+               "seconds": times, "median_s": med, "speedup": med["reference"] / med["package"],
+               "trainer_over_matmul": med["package"] / med["matmul"]}
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
