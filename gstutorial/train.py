@@ -153,7 +153,7 @@ class TrainResult:
 
 def _fingerprint(x: torch.Tensor) -> list[float]:
     """A cheap identity of the training data: its shape and a float64 sum of pixels."""
-    return [float(x.shape[0]), float(x.shape[1]), round(float(x.double().sum().item()), 3)]
+    return [float(x.shape[0]), float(x.shape[1]), round(float(x.sum(dtype=torch.float64).item()), 3)]
 
 
 def _differences(saved: dict, wanted: dict, skip: tuple[str, ...] = ()) -> list[str]:
@@ -289,7 +289,8 @@ def _check_train_data(x: torch.Tensor, name: str) -> None:
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim != 2 or x.shape[0] == 0:
         raise ValueError(f"{name} must be a non-empty float tensor of shape (n, pixels), got "
                          f"{type(x).__name__ if not isinstance(x, torch.Tensor) else (tuple(x.shape), x.dtype)}")
-    if bool((x < 0).any()) or bool((x > 1).any()):
+    low, high = torch.aminmax(x)
+    if low.item() < 0 or high.item() > 1:
         raise ValueError(f"{name} must hold intensities in [0, 1] (they are Bernoulli means for dynamic "
                          "binarization); load them with load_mnist(binarize='none')")
 
