@@ -52,7 +52,7 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 @torch.no_grad()
 def measure(model: CategoricalVAE, test_x: torch.Tensor, tau: float, iw_samples: int, iw_examples: int,
             seed: int) -> dict[str, float]:
-    gen = torch.Generator(test_x.device).manual_seed(seed)
+    gen = torch.Generator(device=test_x.device).manual_seed(seed)
     hard = torch.cat([negative_elbo(model, test_x[i:i + 1000], hard=True, generator=gen)
                       for i in range(0, test_x.shape[0], 1000)]).double()
     relaxed = torch.cat([negative_elbo(model, test_x[i:i + 1000], tau, generator=gen)

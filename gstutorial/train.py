@@ -46,7 +46,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .catvae import ESTIMATORS, CategoricalVAE, parse_latent
+from .catvae import ESTIMATORS, CategoricalVAE, evaluate, importance_weighted_bound, parse_latent
 from .data import load_mnist
 from .utils import atomic_write, get_device, progress_disabled, set_seed
 
@@ -471,8 +471,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run_catvae(args: argparse.Namespace) -> int:
-    from .catvae import evaluate
-
     n_lat, k_cat = parse_latent(args.latent)
     if args.threads is not None:
         if args.threads < 1:
@@ -483,6 +481,8 @@ def _run_catvae(args: argparse.Namespace) -> int:
                          seed=args.seed, eval_every=args.eval_every)
     if args.iw_samples < 0:
         raise ValueError(f"--iw-samples must be >= 0, got {args.iw_samples}")
+    if args.iw_examples is not None and args.iw_examples < 1:
+        raise ValueError(f"--iw-examples must be >= 1, got {args.iw_examples}")
     out = Path(args.out or f"runs/catvae-{n_lat}x{k_cat}-{args.estimator}-seed{args.seed}")
     device = get_device(args.device)
     set_seed(args.seed)
@@ -504,12 +504,11 @@ def _run_catvae(args: argparse.Namespace) -> int:
     final = {"epochs": result.epoch, "steps": result.step, "temperature": tau,
              "train_wall_s": result.history[-1]["elapsed_s"] if result.history else 0.0,
              "test_set": "MNIST test, fixed binarization (load_mnist binarize='fixed', seed 0)"}
-    final.update(evaluate(model, test_x, tau, generator=torch.Generator(device).manual_seed(config.eval_seed)))
+    final.update(evaluate(model, test_x, tau, generator=torch.Generator(device=device).manual_seed(config.eval_seed)))
     if args.iw_samples:
         iw_x = test_x if args.iw_examples is None else test_x[:args.iw_examples]
         start = time.perf_counter()
-        gen = torch.Generator(device).manual_seed(config.eval_seed)
-        from .catvae import importance_weighted_bound
+        gen = torch.Generator(device=device).manual_seed(config.eval_seed)
         bound = torch.cat([importance_weighted_bound(model, iw_x[i:i + 500], args.iw_samples, gen)
                            for i in range(0, iw_x.shape[0], 500)])
         final[f"iw_nelbo_{args.iw_samples}"] = bound.double().mean().item()
