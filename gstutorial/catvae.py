@@ -209,6 +209,7 @@ class CategoricalVAE(nn.Module):
     # ---------------------------------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of q(z | x): ``(B, 784) -> (B, N, K)``, unconstrained."""
+        _check_images(x, self.input_dim, binary=False)
         return self.encoder(x).view(x.shape[0], self.latent_dim, self.num_categories)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
