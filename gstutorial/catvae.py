@@ -86,7 +86,8 @@ def _check_latent(latent_dim: int, num_categories: int) -> None:
                              + ("; a categorical with one class carries no information" if low == 2 else ""))
 
 
-def _check_images(x: torch.Tensor, input_dim: int, binary: bool | str = True) -> None:
+def check_images(x: torch.Tensor, input_dim: int, binary: bool | str = True) -> None:
+    """Validate a batch of flattened images ``(batch, input_dim)``; ``binary`` also checks 0/1 pixels."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"images must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
@@ -139,6 +140,16 @@ def one_hot_sample(logits: torch.Tensor, generator: torch.Generator | None = Non
     return F.one_hot(index, logits.shape[-1]).to(logits.dtype)
 
 
+def mlp(widths: list[int]) -> nn.Sequential:
+    """Linear layers of the given widths with ReLU between them and nothing after the last one."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+        layers.append(nn.Linear(a, b))
+        if i < len(widths) - 2:  # ReLU between hidden layers, nothing on the output
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
 class CategoricalVAE(nn.Module):
     """VAE with ``latent_dim`` categorical latent variables of ``num_categories`` classes each.
 
@@ -176,14 +187,6 @@ class CategoricalVAE(nn.Module):
         self.hidden = hidden
         code = latent_dim * num_categories
 
-        def mlp(widths: list[int]) -> nn.Sequential:
-            layers: list[nn.Module] = []
-            for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
-                layers.append(nn.Linear(a, b))
-                if i < len(widths) - 2:  # ReLU between hidden layers, nothing on the output
-                    layers.append(nn.ReLU())
-            return nn.Sequential(*layers)
-
         # encoder: 784-512-256-(N·K), the last layer's output are unconstrained logits
         self.encoder = mlp([self.input_dim, *hidden, code])
         # decoder: (N·K)-256-512-784, the last layer's output are Bernoulli logits
@@ -209,7 +212,7 @@ class CategoricalVAE(nn.Module):
     # ---------------------------------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of q(z | x): ``(B, 784) -> (B, N, K)``, unconstrained."""
-        _check_images(x, self.input_dim, binary=False)
+        check_images(x, self.input_dim, binary=False)
         return self.encoder(x).view(x.shape[0], self.latent_dim, self.num_categories)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
@@ -242,7 +245,7 @@ class CategoricalVAE(nn.Module):
         with step-dependent objectives, like chapter 8's, use it).
         """
         check_temperature(temperature)
-        _check_images(x, self.input_dim, binary="first")
+        check_images(x, self.input_dim, binary="first")
         recon_logits, logits, _ = self(x, temperature, generator)
         recon = F.binary_cross_entropy_with_logits(recon_logits, x, reduction="sum") / x.shape[0]
         kl = kl_to_uniform(logits).mean()
@@ -286,7 +289,7 @@ def negative_elbo(model: CategoricalVAE, x: torch.Tensor, temperature: float | N
     q(z|x) (``temperature`` is not used). The KL term is the analytic KL to the uniform prior in both.
     """
     _check_model(model)
-    _check_images(x, model.input_dim)
+    check_images(x, model.input_dim)
     logits = model.encode(x)
     if hard:
         z = one_hot_sample(logits, generator)
@@ -311,7 +314,7 @@ def importance_weighted_bound(model: CategoricalVAE, x: torch.Tensor, num_sample
     ``max_rows`` caps the decoder batch (images × samples) to bound memory.
     """
     _check_model(model)
-    _check_images(x, model.input_dim)
+    check_images(x, model.input_dim)
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
     _check_batch_size(max_rows)
@@ -349,7 +352,7 @@ def evaluate(model: CategoricalVAE, x: torch.Tensor, temperature: float, *, num_
     mode for the call and restored afterwards.
     """
     _check_model(model)
-    _check_images(x, model.input_dim)
+    check_images(x, model.input_dim)
     _check_batch_size(batch_size)
     check_temperature(temperature)
     was_training = model.training

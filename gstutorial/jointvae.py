@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
-from .catvae import reconstruction_nll
+from .catvae import check_images, mlp, reconstruction_nll
 from .gumbel import check_temperature, gumbel_softmax
 from .kl import kl_categorical_uniform, kl_normal_std
 from .reparam import reparameterize
@@ -130,32 +130,6 @@ def capacity_at(step: int, max_capacity: float, num_iters: int) -> float:
 # The model
 # --------------------------------------------------------------------------------------------------
 
-def _check_images(x: torch.Tensor, input_dim: int, binary: bool | str = True) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"images must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"images must be a floating-point tensor, got {x.dtype}; convert with x.float()")
-    if x.ndim != 2 or x.shape[1] != input_dim:
-        raise ValueError(f"images must have shape (batch, {input_dim}), got {tuple(x.shape)}; "
-                         f"flatten them with x.view(-1, {input_dim})")
-    if x.shape[0] == 0:
-        raise ValueError("the batch of images is empty")
-    probe = x[:1] if binary == "first" else x
-    if binary and bool(((probe != 0) & (probe != 1)).any()):
-        raise ValueError("images must be binarized (every pixel 0 or 1): the reconstruction term is a "
-                         "Bernoulli log-likelihood; binarize with gstutorial.data.binarize_dynamic (training) "
-                         "or load_mnist(binarize='fixed') (evaluation)")
-
-
-def _mlp(widths: list[int]) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
-        layers.append(nn.Linear(a, b))
-        if i < len(widths) - 2:  # ReLU between hidden layers, nothing on the output
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
-
-
 class JointVAE(nn.Module):
     """VAE with ``continuous_dim`` Gaussian latents and one ``num_categories``-way discrete latent.
 
@@ -195,9 +169,9 @@ class JointVAE(nn.Module):
         d, k = self.continuous_dim, self.num_categories
         # encoder: 784-512-256, then one linear head for (mu, logvar, logits): 2D + K numbers.
         # The logits are unconstrained (no activation): they are log-probabilities up to a constant.
-        self.encoder = _mlp([self.input_dim, *hidden, 2 * d + k])
+        self.encoder = mlp([self.input_dim, *hidden, 2 * d + k])
         # decoder: (D + K)-256-512-784, Bernoulli logits
-        self.decoder = _mlp([d + k, *reversed(hidden), self.input_dim])
+        self.decoder = mlp([d + k, *reversed(hidden), self.input_dim])
         self._eval_labels: torch.Tensor | None = None
 
     # ---------------------------------------------------------------------------------------------
@@ -299,7 +273,7 @@ class JointVAE(nn.Module):
         """
         check_temperature(temperature)
         _check_int(step, "step", 0)
-        _check_images(x, self.input_dim, binary="first")
+        check_images(x, self.input_dim, binary="first")
         return self.loss_terms(x, temperature, generator, step)
 
     # ---------------------------------------------------------------------------------------------
@@ -321,7 +295,7 @@ class JointVAE(nn.Module):
         when :meth:`set_eval_labels` gave the labels of ``x``, ``cluster_acc``. ``temperature`` and
         ``generator`` are not needed in eval mode and are accepted for the engine's interface.
         """
-        _check_images(x, self.input_dim)
+        check_images(x, self.input_dim)
         was_training = self.training
         self.eval()
         try:
@@ -446,7 +420,7 @@ def _check_model(model: object) -> None:
 def predict_clusters(model: JointVAE, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """The discrete code's argmax for each image (evaluation mode): ``(B,)`` int64."""
     _check_model(model)
-    _check_images(x, model.input_dim, binary=False)
+    check_images(x, model.input_dim, binary=False)
     batch_size = _check_int(batch_size, "batch_size", 1)
     return torch.cat([model.encode(x[i:i + batch_size])[2].argmax(-1) for i in range(0, x.shape[0], batch_size)])
 
@@ -459,7 +433,7 @@ def kl_per_dimension(model: JointVAE, x: torch.Tensor, batch_size: int = 1000) -
     information, so they are the ones worth traversing.
     """
     _check_model(model)
-    _check_images(x, model.input_dim, binary=False)
+    check_images(x, model.input_dim, binary=False)
     batch_size = _check_int(batch_size, "batch_size", 1)
     total = torch.zeros(model.continuous_dim, dtype=torch.float64, device=x.device)
     for i in range(0, x.shape[0], batch_size):
@@ -543,17 +517,11 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=s["lr"], help="Adam learning rate")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-every", type=int, default=1, help="evaluate on the test set every this many epochs")
-    p.add_argument("--train-size", type=int, default=None, help="train on the first this many images")
-    p.add_argument("--out", default=None, help="output folder (default: runs/jointvae-seedS)")
-    p.add_argument("--data-root", default=None, help="MNIST data root (default: $GSTUTORIAL_DATA or ./data)")
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when present)")
-    p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start afresh")
-    p.add_argument("--export", default=None, metavar="PATH",
-                   help="also write a compact weights-only file (for the book) to PATH")
-    p.add_argument("--export-dtype", choices=("float16", "float32"), default="float16")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for PyTorch (default: PyTorch's choice; 1 is fastest on a busy machine)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines")
+    from .train import (
+        add_run_arguments,  # train imports this module lazily; no cycle at import time
+    )
+
+    add_run_arguments(p, default_out="runs/jointvae-seedS")
 
 
 _DESCRIPTION = ("Joint VAE (Dupont 2018) on dynamically binarized MNIST (chapter 8): 10 Gaussian latents "

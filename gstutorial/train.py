@@ -318,7 +318,8 @@ def train(model: nn.Module, train_x: torch.Tensor, config: TrainConfig | None = 
     progress : show a tqdm bar (default: unless :func:`gstutorial.utils.progress_disabled`).
     log : called with one line per epoch (default: nothing).
     """
-    from tqdm.auto import tqdm
+    # the text bar: tqdm.auto would warn on stderr in Jupyter when ipywidgets is absent
+    from tqdm import tqdm
 
     config = TrainConfig() if config is None else config
     if not isinstance(config, TrainConfig):
@@ -422,6 +423,22 @@ def train(model: nn.Module, train_x: torch.Tensor, config: TrainConfig | None = 
 # Command line
 # --------------------------------------------------------------------------------------------------
 
+def add_run_arguments(p: argparse.ArgumentParser, default_out: str) -> None:
+    """The options every model's subcommand shares: data subset, output folder, device, resume,
+    weight export, threads and verbosity."""
+    p.add_argument("--train-size", type=int, default=None, help="train on the first this many images")
+    p.add_argument("--out", default=None, help=f"output folder (default: {default_out})")
+    p.add_argument("--data-root", default=None, help="MNIST data root (default: $GSTUTORIAL_DATA or ./data)")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when present)")
+    p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start afresh")
+    p.add_argument("--export", default=None, metavar="PATH",
+                   help="also write a compact weights-only file (for the book) to PATH")
+    p.add_argument("--export-dtype", choices=("float16", "float32"), default="float16")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for PyTorch (default: PyTorch's choice; 1 is fastest on a busy machine)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines")
+
+
 def _parser() -> argparse.ArgumentParser:
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(
@@ -453,17 +470,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="after training, also compute the k-sample importance-weighted bound (0 = skip)")
     p.add_argument("--iw-examples", type=int, default=None,
                    help="use only the first this many test images for the importance-weighted bound")
-    p.add_argument("--train-size", type=int, default=None, help="train on the first this many images")
-    p.add_argument("--out", default=None, help="output folder (default: runs/catvae-NxK-EST-seedS)")
-    p.add_argument("--data-root", default=None, help="MNIST data root (default: $GSTUTORIAL_DATA or ./data)")
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when present)")
-    p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start afresh")
-    p.add_argument("--export", default=None, metavar="PATH",
-                   help="also write a compact weights-only file (for the book) to PATH")
-    p.add_argument("--export-dtype", choices=("float16", "float32"), default="float16")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for PyTorch (default: PyTorch's choice; 1 is fastest on a busy machine)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines")
+    add_run_arguments(p, default_out="runs/catvae-NxK-EST-seedS")
     from . import jointvae  # chapter 8 brings its own subcommand
 
     jointvae.add_cli(sub)

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from gstutorial import data
 
@@ -30,3 +31,13 @@ def mnist_copy(tmp_path: Path, mnist_raw: Path) -> Path:
     for name in data.MNIST_FILES:
         shutil.copyfile(mnist_raw / name, raw / name)
     return tmp_path
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for the model tests: matrices this small gain little from two, and on a
+    shared 2-core machine two OpenMP threads competing with other processes run several times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

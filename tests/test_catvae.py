@@ -21,15 +21,7 @@ from gstutorial.catvae import (
 )
 from gstutorial.gumbel import gumbel_noise
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: matrices this small gain little from two, and on a shared 2-core machine
-    two OpenMP threads competing with other processes run several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def binary_batch(b: int = 8, d: int = 784, seed: int = 0) -> torch.Tensor:

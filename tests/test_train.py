@@ -22,15 +22,7 @@ from gstutorial.train import (
     train,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: matrices this small gain little from two, and on a shared 2-core machine
-    two OpenMP threads competing with other processes run several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TRAINING_METRICS = ("epoch", "step", "temperature", "loss", "recon", "kl")
