@@ -41,3 +41,22 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def float64_default():
+    """float64 as torch's default dtype for one test module, restored afterwards."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(before)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _default_dtype_is_restored():
+    """Fail loudly if a test module leaves torch's global default dtype changed (it leaks into the
+    modules after it: models built in float64 next to float32 data)."""
+    before = torch.get_default_dtype()
+    yield
+    after = torch.get_default_dtype()
+    assert after == before, f"torch's default dtype leaked: {before} -> {after}"

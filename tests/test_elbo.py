@@ -22,7 +22,8 @@ from torch.distributions import (
 
 from gstutorial import elbo
 
-torch.set_default_dtype(torch.float64)
+# float64 for the exact comparisons, set and restored around this module (never at import time)
+pytestmark = pytest.mark.usefixtures("float64_default")
 
 
 def mixture() -> elbo.DiscreteLatentModel:

@@ -14,7 +14,8 @@ from torch.distributions import Categorical, Normal, kl_divergence
 
 from gstutorial import kl
 
-torch.set_default_dtype(torch.float64)
+# float64 for the exact comparisons, set and restored around this module (never at import time)
+pytestmark = pytest.mark.usefixtures("float64_default")
 
 
 def test_kl_categorical_known_value():

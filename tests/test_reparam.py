@@ -13,7 +13,8 @@ from torch.distributions import Normal
 
 from gstutorial import reparam
 
-torch.set_default_dtype(torch.float64)
+# float64 for the exact comparisons, set and restored around this module (never at import time)
+pytestmark = pytest.mark.usefixtures("float64_default")
 
 OBJECTIVE_NAMES = sorted(reparam.OBJECTIVES)
 
