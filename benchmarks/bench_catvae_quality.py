@@ -39,14 +39,19 @@ import torch
 from gstutorial.catvae import CategoricalVAE, importance_weighted_bound, negative_elbo
 from gstutorial.data import load_mnist
 from gstutorial.train import CHECKPOINT_NAME, TrainConfig, load_model, train
-from gstutorial.utils import get_device, set_seed
+from gstutorial.utils import atomic_write, get_device, set_seed
 
 PAPER = {"gs": 101.5, "st": 107.8}   # Jang et al. 2017, Table 1, categorical, −ELBO in nats
 NAMES = {"gs": "Gumbel-Softmax", "st": "ST Gumbel-Softmax"}
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else float("nan"))
+def _pm(std: float | None) -> str:
+    return " ± n/a " if std is None else f" ± {std:<4.2f}"
+
+
+def mean_std(values: list[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation; the std is ``None`` (JSON null) for a single seed."""
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
 @torch.no_grad()
@@ -132,11 +137,11 @@ def main() -> None:
         summary[est] = {"paper": PAPER[est], "seeds": [r["seed"] for r in rows],
                         "epochs": [r["epochs"] for r in rows], "hard_nelbo_mean": hard[0], "hard_nelbo_std": hard[1],
                         "train_wall_min_mean": statistics.fmean(r["train_wall_s"] for r in rows) / 60}
-        line = f"{NAMES[est]:<20}{len(rows):>6}{min(summary[est]['epochs']):>8}{hard[0]:>11.2f} ± {hard[1]:<4.2f}"
+        line = f"{NAMES[est]:<20}{len(rows):>6}{min(summary[est]['epochs']):>8}{hard[0]:>11.2f}{_pm(hard[1])}"
         if args.iw_samples:
             iw = mean_std([r[key] for r in rows])
             summary[est].update({f"{key}_mean": iw[0], f"{key}_std": iw[1], "iw_examples": rows[0]["iw_examples"]})
-            line += f"{iw[0]:>11.2f} ± {iw[1]:<4.2f}"
+            line += f"{iw[0]:>11.2f}{_pm(iw[1])}"
         print(line + f"{PAPER[est]:>8.1f}{summary[est]['train_wall_min_mean']:>11.1f}")
     print("hard -ELBO: single one-hot sample of q(z|x) per image, KL analytic, all 10,000 test images. "
           + (f"IW: k={args.iw_samples} one-hot posterior samples, uniform prior, on the first "
@@ -145,8 +150,8 @@ def main() -> None:
     result = {"benchmark": "catvae 20x10 quality vs Jang et al. 2017 Table 1", "paper": PAPER,
               "test_set": "MNIST test, fixed binarization (load_mnist binarize='fixed', seed 0)",
               "torch": torch.__version__, "summary": summary, "runs": runs}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    text = json.dumps(result, indent=1, allow_nan=False) + "\n"
+    atomic_write(args.out, lambda tmp: tmp.write_text(text))
     print(f"wrote {args.out}")
 
 
