@@ -16,6 +16,11 @@ where the reconstruction term is the Bernoulli negative log-likelihood of the *b
 (estimator ``"gs"``) or a straight-through Gumbel-Softmax sample (``"st"``: exact one-hot forward,
 relaxed gradient backward), both from :mod:`gstutorial.gumbel`.
 
+Chapter 9 trains the same model with any estimator of :mod:`gstutorial.estimators` (``estimator=``
+one of its names, e.g. ``"reinmax"`` or ``"reinforce_loo"``): the reconstruction term is then that
+estimator's surrogate over ``num_samples`` samples of z (``k`` conditional draws for Gumbel-Rao), the
+KL term stays analytic. ``"gs"`` and ``"st"`` keep chapter 7's code path unchanged.
+
 Evaluation (all on a fixed binarization of the test set, :func:`negative_elbo`,
 :func:`importance_weighted_bound`, :func:`evaluate`):
 
@@ -39,10 +44,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .estimators import ESTIMATORS as LAB_ESTIMATORS
+from .estimators import get_estimator
 from .gumbel import check_temperature, gumbel_max, gumbel_softmax
 from .kl import kl_categorical_uniform
 
 __all__ = [
+    "ALL_ESTIMATORS",
     "ESTIMATORS",
     "CategoricalVAE",
     "evaluate",
@@ -56,6 +64,8 @@ __all__ = [
 
 #: Training estimators: Gumbel-Softmax (relaxed sample) and straight-through Gumbel-Softmax.
 ESTIMATORS = ("gs", "st")
+#: Every estimator name the model accepts: chapter 7's two, then chapter 9's registry.
+ALL_ESTIMATORS = ESTIMATORS + tuple(LAB_ESTIMATORS)
 
 _LATENT_RE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
 
@@ -159,7 +169,11 @@ class CategoricalVAE(nn.Module):
     num_categories : K, the classes of each variable (paper: 10).
     estimator : ``"gs"`` (Gumbel-Softmax: the decoder sees the relaxed sample) or ``"st"``
         (straight-through: the decoder sees the exact one-hot sample, gradients flow through the
-        relaxed one).
+        relaxed one), or any name of :data:`gstutorial.estimators.ESTIMATORS` (chapter 9), whose
+        surrogate then gives the reconstruction term.
+    num_samples : samples of z per image in the training loss (chapter 9's estimators only; the
+        score-function estimators need S >= 2 for the leave-one-out baseline).
+    k : conditional Gumbel draws of Gumbel-Rao (ignored by the other estimators).
     input_dim : pixels per image (784 for MNIST).
     hidden : widths of the encoder's hidden layers; the decoder mirrors them.
 
@@ -170,12 +184,23 @@ class CategoricalVAE(nn.Module):
     name = "catvae"
 
     def __init__(self, latent_dim: int = 20, num_categories: int = 10, estimator: str = "gs",
-                 input_dim: int = 784, hidden: Sequence[int] = (512, 256)) -> None:
+                 input_dim: int = 784, hidden: Sequence[int] = (512, 256), num_samples: int = 1,
+                 k: int = 1) -> None:
         super().__init__()
         _check_latent(latent_dim, num_categories)
-        if estimator not in ESTIMATORS:
+        if estimator not in ALL_ESTIMATORS:
             raise ValueError(f"estimator must be one of {ESTIMATORS} ('gs' = Gumbel-Softmax, 'st' = "
-                             f"straight-through Gumbel-Softmax), got {estimator!r}")
+                             "straight-through Gumbel-Softmax) or a name of gstutorial.estimators: "
+                             f"{list(LAB_ESTIMATORS)}; got {estimator!r}")
+        for name, value in (("num_samples", num_samples), ("k", k)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if estimator in ESTIMATORS and (num_samples, k) != (1, 1):
+            raise ValueError(f"num_samples and k apply to chapter 9's estimators only; {estimator!r} "
+                             "draws one sample")
+        if estimator == "reinforce_loo" and num_samples < 2:
+            raise ValueError("estimator 'reinforce_loo' needs num_samples >= 2 (each sample's baseline is "
+                             "the mean of the others)")
         hidden = tuple(int(h) for h in hidden)
         if not hidden or min(hidden) < 1 or input_dim < 1:
             raise ValueError(f"hidden widths and input_dim must be positive, got hidden={hidden}, "
@@ -183,6 +208,8 @@ class CategoricalVAE(nn.Module):
         self.latent_dim = latent_dim
         self.num_categories = num_categories
         self.estimator = estimator
+        self.num_samples = num_samples
+        self.k = k
         self.input_dim = int(input_dim)
         self.hidden = hidden
         code = latent_dim * num_categories
@@ -195,8 +222,13 @@ class CategoricalVAE(nn.Module):
     # ---------------------------------------------------------------------------------------------
     def config(self) -> dict:
         """Everything needed to rebuild this model: ``CategoricalVAE(**config minus 'model')``."""
-        return {"model": self.name, "latent_dim": self.latent_dim, "num_categories": self.num_categories,
-                "estimator": self.estimator, "input_dim": self.input_dim, "hidden": list(self.hidden)}
+        config = {"model": self.name, "latent_dim": self.latent_dim, "num_categories": self.num_categories,
+                  "estimator": self.estimator, "input_dim": self.input_dim, "hidden": list(self.hidden)}
+        # only when not the default, so chapter 7's checkpoints keep exactly their configuration
+        for name in ("num_samples", "k"):
+            if getattr(self, name) != 1:
+                config[name] = getattr(self, name)
+        return config
 
     @classmethod
     def from_config(cls, config: dict) -> CategoricalVAE:
@@ -207,7 +239,8 @@ class CategoricalVAE(nn.Module):
         return cls(**kwargs)
 
     def extra_repr(self) -> str:
-        return f"latent={self.latent_dim}x{self.num_categories}, estimator={self.estimator!r}"
+        extra = "".join(f", {name}={getattr(self, name)}" for name in ("num_samples", "k") if getattr(self, name) != 1)
+        return f"latent={self.latent_dim}x{self.num_categories}, estimator={self.estimator!r}{extra}"
 
     # ---------------------------------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -222,11 +255,20 @@ class CategoricalVAE(nn.Module):
 
     def sample_latent(self, logits: torch.Tensor, temperature: float, generator: torch.Generator | None = None,
                       estimator: str | None = None) -> torch.Tensor:
-        """The training sample of z: relaxed (``"gs"``) or straight-through one-hot (``"st"``)."""
+        """The training sample of z: relaxed (``"gs"``) or straight-through one-hot (``"st"``).
+
+        For chapter 9's estimators: the pathwise ones' sample (its backward pass is the estimator), an
+        exact one-hot sample without gradient for the score-function ones.
+        """
         estimator = self.estimator if estimator is None else estimator
-        if estimator not in ESTIMATORS:
-            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
-        return gumbel_softmax(logits, temperature, hard=estimator == "st", generator=generator)
+        if estimator in ESTIMATORS:
+            return gumbel_softmax(logits, temperature, hard=estimator == "st", generator=generator)
+        if estimator not in LAB_ESTIMATORS:
+            raise ValueError(f"estimator must be one of {ALL_ESTIMATORS}, got {estimator!r}")
+        lab = get_estimator(estimator)
+        if lab.kind == "score":
+            return one_hot_sample(logits, generator)
+        return lab.sample(logits, temperature, k=self.k, generator=generator)
 
     def forward(self, x: torch.Tensor, temperature: float, generator: torch.Generator | None = None,
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -246,10 +288,22 @@ class CategoricalVAE(nn.Module):
         """
         check_temperature(temperature)
         check_images(x, self.input_dim, binary="first")
-        recon_logits, logits, _ = self(x, temperature, generator)
-        recon = F.binary_cross_entropy_with_logits(recon_logits, x, reduction="sum") / x.shape[0]
+        if self.estimator in ESTIMATORS:  # chapter 7's path, unchanged
+            recon_logits, logits, _ = self(x, temperature, generator)
+            recon = F.binary_cross_entropy_with_logits(recon_logits, x, reduction="sum") / x.shape[0]
+        else:
+            logits = self.encode(x)
+            recon = get_estimator(self.estimator).surrogate(
+                logits, lambda z: self._recon_of_samples(z, x), temperature=temperature,
+                num_samples=self.num_samples, k=self.k, generator=generator).mean()
         kl = kl_to_uniform(logits).mean()
         return {"loss": recon + kl, "recon": recon, "kl": kl}
+
+    def _recon_of_samples(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Σ_pixels BCE for samples ``z`` of shape ``(S, B, N, K)`` and images ``x`` ``(B, D)``: ``(S, B)``."""
+        s, b = z.shape[0], z.shape[1]
+        recon_logits = self.decoder(z.reshape(s * b, self.latent_dim * self.num_categories))
+        return reconstruction_nll(recon_logits, x.repeat(s, 1)).view(s, b)
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, temperature: float, generator: torch.Generator | None = None,

@@ -19,6 +19,7 @@ from gstutorial.catvae import (
     parse_latent,
     reconstruction_nll,
 )
+from gstutorial.estimators import ESTIMATORS as LAB_ESTIMATORS
 from gstutorial.gumbel import gumbel_noise
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -237,7 +238,7 @@ def test_bad_constructor_arguments():
     with pytest.raises(TypeError, match="latent_dim"):
         CategoricalVAE(20.0, 10)
     with pytest.raises(ValueError, match="estimator"):
-        CategoricalVAE(20, 10, estimator="reinforce")
+        CategoricalVAE(20, 10, estimator="gumbel")  # "reinforce" is valid since chapter 9's estimators
 
 
 @pytest.mark.parametrize("tau", [0.0, -1.0, float("nan"), float("inf")])
@@ -265,3 +266,79 @@ def test_bad_inputs():
         importance_weighted_bound(model, binary_batch(2), 0)
     with pytest.raises(ValueError, match="needs a temperature"):
         negative_elbo(model, binary_batch(2))
+
+
+# --------------------------------------------------------------------------------------------------
+# Chapter 9's estimators on the same model
+# --------------------------------------------------------------------------------------------------
+
+def lab_model(estimator: str, seed: int = 0) -> CategoricalVAE:
+    est = LAB_ESTIMATORS[estimator]
+    torch.manual_seed(seed)
+    return CategoricalVAE(3, 4, estimator=estimator, input_dim=784, hidden=(16,),
+                          num_samples=3 if est.kind == "score" else 1, k=5 if est.uses_k else 1).double()
+
+
+@pytest.mark.parametrize("estimator", list(LAB_ESTIMATORS))
+def test_every_lab_estimator_trains_encoder_and_decoder(estimator):
+    model = lab_model(estimator)
+    x = binary_batch(6).double()
+    terms = model.loss(x, 1.0, torch.Generator().manual_seed(0))
+    assert set(terms) == {"loss", "recon", "kl"}
+    assert all(torch.isfinite(v) and v.ndim == 0 for v in terms.values())
+    torch.testing.assert_close(terms["loss"], terms["recon"] + terms["kl"])
+    torch.testing.assert_close(terms["kl"], kl_to_uniform(model.encode(x)).mean())
+    terms["loss"].backward()
+    for net in (model.encoder, model.decoder):
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+        assert net[0].weight.grad.abs().sum() > 0
+
+
+def test_lab_gumbel_softmax_matches_chapter_seven_with_the_same_noise():
+    old, new = lab_model("gumbel_softmax"), lab_model("gumbel_softmax")
+    old.estimator = "gs"  # same weights, chapter 7's code path
+    x = binary_batch(5).double()
+    a = old.loss(x, 0.7, torch.Generator().manual_seed(3))
+    b = new.loss(x, 0.7, torch.Generator().manual_seed(3))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key])
+
+
+def test_score_function_recon_value_is_the_mean_nll_of_one_hot_samples():
+    model = lab_model("reinforce")
+    x = binary_batch(4).double()
+    recon = model.loss(x, 1.0, torch.Generator().manual_seed(1))["recon"]
+    # same draws by hand: Gumbel-Max one-hot samples of q(z|x), S = 3 of them
+    logits = model.encode(x)
+    index = torch.argmax(logits.expand(3, *logits.shape) + gumbel_noise(logits.expand(3, *logits.shape),
+                                                                      torch.Generator().manual_seed(1)), -1)
+    z = F.one_hot(index, 4).double()
+    nll = reconstruction_nll(model.decoder(z.reshape(12, 12)), x.repeat(3, 1))
+    torch.testing.assert_close(recon, nll.mean())
+
+
+def test_chapter_seven_configs_are_unchanged_and_lab_configs_round_trip():
+    for estimator in ("gs", "st"):
+        assert set(CategoricalVAE(20, 10, estimator=estimator).config()) == {
+            "model", "latent_dim", "num_categories", "estimator", "input_dim", "hidden"}
+    for estimator in LAB_ESTIMATORS:
+        model = lab_model(estimator)
+        clone = CategoricalVAE.from_config(model.config())
+        assert clone.config() == model.config()
+        assert (clone.num_samples, clone.k) == (model.num_samples, model.k)
+    assert lab_model("gumbel_rao").config()["k"] == 5
+    assert lab_model("reinforce_loo").config()["num_samples"] == 3
+    assert "k" not in lab_model("reinmax").config()
+
+
+def test_lab_estimator_errors():
+    with pytest.raises(ValueError, match="gstutorial.estimators"):
+        CategoricalVAE(20, 10, estimator="rebar")
+    with pytest.raises(ValueError, match="num_samples >= 2"):
+        CategoricalVAE(20, 10, estimator="reinforce_loo")
+    with pytest.raises(ValueError, match="chapter 9's estimators only"):
+        CategoricalVAE(20, 10, estimator="gs", num_samples=4)
+    with pytest.raises(ValueError, match="positive int"):
+        CategoricalVAE(20, 10, estimator="gumbel_rao", k=0)
+    with pytest.raises(ValueError, match="ReinMax needs temperature >= 1"):
+        lab_model("reinmax").loss(binary_batch(2).double(), 0.5)
