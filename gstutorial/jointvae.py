@@ -544,8 +544,7 @@ def run_cli(args: argparse.Namespace) -> int:
     Writes ``OUT/checkpoint.pt``, ``history.json``/``.csv``, ``final_metrics.json`` (cluster
     accuracy, confusion matrix) and, with ``--export``, a weights file. Returns the exit status.
     """
-    from .data import load_mnist
-    from .train import CHECKPOINT_NAME, export_weights, train
+    from .train import CHECKPOINT_NAME, export_weights, load_run_data, train_from_cli
 
     if args.threads is not None:
         if args.threads < 1:
@@ -560,20 +559,9 @@ def run_cli(args: argparse.Namespace) -> int:
     model = JointVAE(args.continuous_dim, args.num_categories, cont_capacity=args.cont_capacity,
                      disc_capacity=args.disc_capacity, cont_iters=args.cont_iters, disc_iters=args.disc_iters,
                      cont_gamma=args.cont_gamma, disc_gamma=args.disc_gamma)
-    train_x, _ = load_mnist("train", args.data_root, device=device)
-    if args.train_size is not None:
-        if not 1 <= args.train_size <= train_x.shape[0]:
-            raise ValueError(f"--train-size must be in [1, {train_x.shape[0]}], got {args.train_size}")
-        train_x = train_x[:args.train_size]
-    test_x, test_y = load_mnist("test", args.data_root, binarize="fixed", seed=0, device=device)
+    train_x, test_x, test_y = load_run_data(args, device)
     model.set_eval_labels(test_y)
-    say = (lambda line: None) if args.quiet else (lambda line: print(line, flush=True))
-    say(f"training JointVAE({model.extra_repr()}) on {train_x.shape[0]} images, device {device}, "
-        f"{config.epochs} epochs; outputs in {out}")
-    result = train(model, train_x, config, test_x=test_x, out_dir=out, resume=not args.fresh,
-                   device=device, progress=False if args.quiet else None, log=say)
-    if result.resumed_from_epoch:
-        say(f"(resumed from epoch {result.resumed_from_epoch} of {out / CHECKPOINT_NAME})")
+    result = train_from_cli(model, config, train_x, test_x, out, args, device, f"JointVAE({model.extra_repr()})")
     metrics = model.evaluate(test_x, config.tau0)
     scored = cluster_accuracy(predict_clusters(model, test_x), test_y, model.num_categories, 10)
     final = {"epochs": result.epoch, "steps": result.step, "temperature": config.tau0,

@@ -439,6 +439,31 @@ def add_run_arguments(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines")
 
 
+def load_run_data(args: argparse.Namespace, device: torch.device,
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """MNIST for a command-line run: training intensities (the first ``--train-size`` images when
+    given), and the fixed binarization of the test set with its labels."""
+    train_x, _ = load_mnist("train", args.data_root, device=device)
+    if args.train_size is not None:
+        if not 1 <= args.train_size <= train_x.shape[0]:
+            raise ValueError(f"--train-size must be in [1, {train_x.shape[0]}], got {args.train_size}")
+        train_x = train_x[:args.train_size]
+    test_x, test_y = load_mnist("test", args.data_root, binarize="fixed", seed=0, device=device)
+    return train_x, test_x, test_y
+
+
+def train_from_cli(model: nn.Module, config: TrainConfig, train_x: torch.Tensor, test_x: torch.Tensor,
+                   out: Path, args: argparse.Namespace, device: torch.device, name: str) -> TrainResult:
+    """Run :func:`train` for a subcommand: announce it, honour ``--fresh``/``--quiet``, say if it resumed."""
+    say = (lambda line: None) if args.quiet else (lambda line: print(line, flush=True))
+    say(f"training {name} on {train_x.shape[0]} images, device {device}, {config.epochs} epochs; outputs in {out}")
+    result = train(model, train_x, config, test_x=test_x, out_dir=out, resume=not args.fresh,
+                   device=device, progress=False if args.quiet else None, log=say)
+    if result.resumed_from_epoch:
+        say(f"(resumed from epoch {result.resumed_from_epoch} of {out / CHECKPOINT_NAME})")
+    return result
+
+
 def _parser() -> argparse.ArgumentParser:
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(
@@ -494,19 +519,8 @@ def _run_catvae(args: argparse.Namespace) -> int:
     device = get_device(args.device)
     set_seed(args.seed)
     model = CategoricalVAE(n_lat, k_cat, estimator=args.estimator)
-    train_x, _ = load_mnist("train", args.data_root, device=device)
-    if args.train_size is not None:
-        if not 1 <= args.train_size <= train_x.shape[0]:
-            raise ValueError(f"--train-size must be in [1, {train_x.shape[0]}], got {args.train_size}")
-        train_x = train_x[:args.train_size]
-    test_x, _ = load_mnist("test", args.data_root, binarize="fixed", seed=0, device=device)
-    say = (lambda line: None) if args.quiet else (lambda line: print(line, flush=True))
-    say(f"training {model.extra_repr()} on {train_x.shape[0]} images, device {device}, "
-        f"{config.epochs} epochs; outputs in {out}")
-    result = train(model, train_x, config, test_x=test_x, out_dir=out, resume=not args.fresh,
-                   device=device, progress=False if args.quiet else None, log=say)
-    if result.resumed_from_epoch:
-        say(f"(resumed from epoch {result.resumed_from_epoch} of {out / CHECKPOINT_NAME})")
+    train_x, test_x, _ = load_run_data(args, device)
+    result = train_from_cli(model, config, train_x, test_x, out, args, device, model.extra_repr())
     tau = config.temperature(max(result.step - 1, 0))
     final = {"epochs": result.epoch, "steps": result.step, "temperature": tau,
              "train_wall_s": result.history[-1]["elapsed_s"] if result.history else 0.0,
