@@ -64,6 +64,8 @@ __all__ = [
 
 #: Training estimators: Gumbel-Softmax (relaxed sample) and straight-through Gumbel-Softmax.
 ESTIMATORS = ("gs", "st")
+#: Chapter 7's short names are aliases of chapter 9's registry entries: one code path for all.
+_ALIASES = {"gs": "gumbel_softmax", "st": "st_gumbel_softmax"}
 #: Every estimator name the model accepts: chapter 7's two, then chapter 9's registry.
 ALL_ESTIMATORS = ESTIMATORS + tuple(LAB_ESTIMATORS)
 
@@ -261,11 +263,9 @@ class CategoricalVAE(nn.Module):
         exact one-hot sample without gradient for the score-function ones.
         """
         estimator = self.estimator if estimator is None else estimator
-        if estimator in ESTIMATORS:
-            return gumbel_softmax(logits, temperature, hard=estimator == "st", generator=generator)
-        if estimator not in LAB_ESTIMATORS:
+        if estimator not in ALL_ESTIMATORS:
             raise ValueError(f"estimator must be one of {ALL_ESTIMATORS}, got {estimator!r}")
-        lab = get_estimator(estimator)
+        lab = get_estimator(_ALIASES.get(estimator, estimator))
         if lab.kind == "score":
             return one_hot_sample(logits, generator)
         return lab.sample(logits, temperature, k=self.k, generator=generator)
@@ -288,14 +288,10 @@ class CategoricalVAE(nn.Module):
         """
         check_temperature(temperature)
         check_images(x, self.input_dim, binary="first")
-        if self.estimator in ESTIMATORS:  # chapter 7's path, unchanged
-            recon_logits, logits, _ = self(x, temperature, generator)
-            recon = F.binary_cross_entropy_with_logits(recon_logits, x, reduction="sum") / x.shape[0]
-        else:
-            logits = self.encode(x)
-            recon = get_estimator(self.estimator).surrogate(
-                logits, lambda z: self._recon_of_samples(z, x), temperature=temperature,
-                num_samples=self.num_samples, k=self.k, generator=generator).mean()
+        logits = self.encode(x)
+        recon = get_estimator(_ALIASES.get(self.estimator, self.estimator)).surrogate(
+            logits, lambda z: self._recon_of_samples(z, x), temperature=temperature,
+            num_samples=self.num_samples, k=self.k, generator=generator).mean()
         kl = kl_to_uniform(logits).mean()
         return {"loss": recon + kl, "recon": recon, "kl": kl}
 

@@ -294,14 +294,18 @@ def test_every_lab_estimator_trains_encoder_and_decoder(estimator):
         assert net[0].weight.grad.abs().sum() > 0
 
 
-def test_lab_gumbel_softmax_matches_chapter_seven_with_the_same_noise():
-    old, new = lab_model("gumbel_softmax"), lab_model("gumbel_softmax")
-    old.estimator = "gs"  # same weights, chapter 7's code path
+def test_st_alias_forward_is_the_one_hot_gumbel_max_sample_of_the_same_noise():
+    """'st' goes through the registry's st_gumbel_softmax: its forward value is the Bernoulli NLL of
+    the decoder at the exact one-hot argmax(logits + g), for the very noise the generator gives."""
+    model = lab_model("st_gumbel_softmax")
+    model.estimator = "st"  # chapter 7's name for the same estimator
     x = binary_batch(5).double()
-    a = old.loss(x, 0.7, torch.Generator().manual_seed(3))
-    b = new.loss(x, 0.7, torch.Generator().manual_seed(3))
-    for key in a:
-        torch.testing.assert_close(a[key], b[key])
+    recon = model.loss(x, 0.7, torch.Generator().manual_seed(3))["recon"]
+    logits = model.encode(x)
+    g = gumbel_noise(logits.expand(1, *logits.shape), torch.Generator().manual_seed(3))[0]
+    z = F.one_hot(torch.argmax(logits + g, -1), logits.shape[-1]).double()
+    expected = reconstruction_nll(model.decoder(z.reshape(x.shape[0], -1)), x).mean()
+    torch.testing.assert_close(recon, expected, rtol=0, atol=1e-10)
 
 
 def test_score_function_recon_value_is_the_mean_nll_of_one_hot_samples():
