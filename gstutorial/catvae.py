@@ -299,7 +299,7 @@ class CategoricalVAE(nn.Module):
         """Σ_pixels BCE for samples ``z`` of shape ``(S, B, N, K)`` and images ``x`` ``(B, D)``: ``(S, B)``."""
         s, b = z.shape[0], z.shape[1]
         recon_logits = self.decoder(z.reshape(s * b, self.latent_dim * self.num_categories))
-        return reconstruction_nll(recon_logits, x.repeat(s, 1)).view(s, b)
+        return reconstruction_nll(recon_logits, x.expand(s, *x.shape).reshape(s * b, -1)).view(s, b)  # a view if s = 1
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, temperature: float, generator: torch.Generator | None = None,

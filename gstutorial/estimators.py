@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import torch
 
 from gstutorial.gumbel import (
+    _check_tensor,
     check_logits,
     check_temperature,
     gumbel_max,
@@ -40,6 +41,7 @@ from gstutorial.gumbel import (
     gumbel_softmax,
 )
 from gstutorial.straight_through import straight_through
+from gstutorial.utils import softmax_last
 
 __all__ = [
     "ESTIMATORS",
@@ -67,11 +69,14 @@ _HALF = (torch.float16, torch.bfloat16)
 def check_estimator_logits(logits: torch.Tensor) -> torch.Tensor:
     """Validate logits for the estimators: a floating-point tensor with a non-empty last (category)
     axis and only finite entries. Returns ``logits`` unchanged."""
-    check_logits(logits)  # type, shape, NaN, +inf, all-masked rows
+    _check_tensor(logits)  # type and shape: no pass over the data
+    if math.isfinite(float(logits.detach().sum())):  # one reduction: NaN and ±inf all make the sum non-finite
+        return logits
+    check_logits(logits)  # explains NaN, +inf and all-masked rows
     if torch.isneginf(logits).any():
         raise ValueError("logits contain -inf; the gradient estimators need finite logits (a masked "
                          "category has no gradient) — use a large negative finite value such as -30 instead")
-    return logits
+    return logits  # finite logits whose sum overflowed
 
 
 def _check_positive_int(value: object, name: str, minimum: int = 1) -> int:
@@ -130,7 +135,7 @@ def straight_through_sample(logits: torch.Tensor, temperature: float = 1.0,
     tau = check_temperature(temperature)
     x = _working(check_estimator_logits(logits))
     hard = one_hot_sample(x, generator)
-    return _back(straight_through((x / tau).softmax(-1), hard), logits)
+    return _back(straight_through(softmax_last(x / tau), hard), logits)
 
 
 def gumbel_softmax_sample(logits: torch.Tensor, temperature: float,
@@ -219,7 +224,7 @@ def gumbel_rao_sample(logits: torch.Tensor, temperature: float, k: int = 10,
     index = gumbel_max(x, generator)
     hard = torch.zeros_like(x, memory_format=torch.contiguous_format).scatter_(-1, index.unsqueeze(-1), 1.0)
     noise = conditional_gumbel(x, index, k, generator) - x.detach()  # g^(j), shape (k, ..., K)
-    soft = ((x + noise) / tau).softmax(-1).mean(0)
+    soft = softmax_last((x + noise) / tau).mean(0)
     return _back(straight_through(soft, hard), logits)
 
 
@@ -249,9 +254,9 @@ def reinmax_sample(logits: torch.Tensor, temperature: float = 1.0,
     tau = _reinmax_temperature(temperature)
     x = _working(check_estimator_logits(logits))
     hard = one_hot_sample(x, generator)
-    pi0 = x.softmax(-1)
-    log_pi1 = torch.logaddexp((x / tau).log_softmax(-1), hard.log()) - math.log(2.0)  # log of (softmax(x/τ) + D)/2
-    pi1 = (x + (log_pi1 - x).detach()).softmax(-1)  # value π1, Jacobian J(π1) with respect to x
+    pi0 = softmax_last(x)
+    log_pi1 = torch.logaddexp(softmax_last(x / tau, log=True), hard.log()) - math.log(2.0)  # log of (softmax(x/τ) + D)/2
+    pi1 = softmax_last(x + (log_pi1 - x).detach())  # value π1, Jacobian J(π1) with respect to x
     return _back(straight_through(2.0 * pi1 - 0.5 * pi0, hard), logits)
 
 
@@ -311,7 +316,7 @@ def reinforce(logits: torch.Tensor, f: Function, num_samples: int = 1, baseline:
     index = gumbel_max(expanded, generator)
     z = torch.zeros_like(expanded, memory_format=torch.contiguous_format).scatter_(-1, index.unsqueeze(-1), 1.0)
     values = f(z.to(logits.dtype))
-    log_q = expanded.log_softmax(-1).gather(-1, index.unsqueeze(-1)).squeeze(-1)  # (S, *logits.shape[:-1])
+    log_q = softmax_last(expanded, log=True).gather(-1, index.unsqueeze(-1)).squeeze(-1)  # (S, *logits.shape[:-1])
     axes = _reduced_axes(values, log_q.shape)
     if axes:
         log_q = log_q.sum(axes)  # independent variables: the joint log-probability is the sum

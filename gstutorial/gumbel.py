@@ -25,6 +25,7 @@ from scipy import integrate, special
 
 from gstutorial.kl import check_probabilities
 from gstutorial.straight_through import straight_through
+from gstutorial.utils import softmax_last
 
 __all__ = [
     "EULER_GAMMA",
@@ -266,7 +267,7 @@ def gumbel_softmax(logits: torch.Tensor, temperature: float, hard: bool = False,
     _check_tensor(logits)
     x = _working(logits)
     z = gumbel_noise(x, generator).add_(x).div_(tau)  # in place: no extra allocations
-    soft = z.softmax(-1)
+    soft = softmax_last(z)
     if torch.isnan(soft.sum()):  # one fused check catches NaN/+inf logits, all-masked rows, overflow
         _diagnose(logits, tau)
     if hard:

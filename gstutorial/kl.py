@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from scipy import integrate, optimize, stats
 
+from gstutorial.utils import softmax_last
+
 __all__ = [
     "check_probabilities",
     "cross_entropy",
@@ -84,12 +86,20 @@ def kl_categorical_uniform(logits: torch.Tensor) -> torch.Tensor:
     """
     if logits.ndim == 0 or logits.shape[-1] == 0:
         raise ValueError(f"logits need a non-empty category axis (last axis), got shape {tuple(logits.shape)}")
-    if torch.isnan(logits).any() or torch.isposinf(logits).any():
-        raise ValueError("logits contain NaN or +inf; logits must be finite (or -inf for masked categories)")
-    log_q = torch.log_softmax(logits, dim=-1)
+    log_q = softmax_last(logits, log=True)
     q = log_q.exp()
-    plogp = torch.where(q > 0, q * log_q, torch.zeros_like(q))
-    return plogp.sum(-1) + math.log(logits.shape[-1])
+    log_k = math.log(logits.shape[-1])
+    kl = (q * log_q).sum(-1) + log_k
+    if torch.isnan(kl.sum()):  # one check on the small result: bad logits, or masked categories
+        if torch.isnan(logits).any() or torch.isposinf(logits).any():
+            raise ValueError("logits contain NaN or +inf; logits must be finite (or -inf for masked categories)")
+        # a masked category adds 0 · log 0 = 0; the log is replaced (not the product) so that the
+        # gradient is 0 there too instead of 0 · inf = NaN
+        kl = (q * torch.where(q > 0, log_q, 0.0)).sum(-1) + log_k
+        if torch.isnan(kl.sum()):
+            raise ValueError("every category of some row is masked with -inf; each row needs at least one "
+                             "finite logit")
+    return kl
 
 
 def _check_scale(scale: torch.Tensor, name: str) -> None:

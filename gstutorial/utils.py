@@ -1,4 +1,5 @@
-"""Small helpers every chapter uses: seeds, the compute device, atomic file writes."""
+"""Small helpers every chapter uses: seeds, the compute device, atomic file writes, a softmax over the
+category axis."""
 
 from __future__ import annotations
 
@@ -60,3 +61,18 @@ def check_float_tensor(t: object, name: str) -> torch.Tensor:
     if not torch.isfinite(t).all():
         raise ValueError(f"{name} has NaN or infinite entries; every entry must be finite")
     return t
+
+
+def softmax_last(x: torch.Tensor, log: bool = False) -> torch.Tensor:
+    """``x.softmax(-1)`` (or ``x.log_softmax(-1)`` with ``log=True``): the same values and gradient.
+
+    PyTorch's CPU kernel vectorizes a softmax along its axis only when that axis has 16 or more
+    entries; over the short category axis of these models (K = 10) it is 3-4x slower than the same
+    softmax taken over the leading axis, where it vectorizes across the other entries. So on the CPU,
+    with K < 16, the category axis is moved to the front first; the result is a view with the shape
+    of ``x`` and agrees with ``x.softmax(-1)`` to rounding (a few ulp).
+    """
+    if x.device.type == "cpu" and x.ndim > 1 and x.shape[-1] < 16:
+        y = x.movedim(-1, 0)
+        return (y.log_softmax(0) if log else y.softmax(0)).movedim(0, -1)
+    return x.log_softmax(-1) if log else x.softmax(-1)

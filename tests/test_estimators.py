@@ -409,3 +409,9 @@ def test_bad_problems_and_stats():
         lab.gradient_estimates(lab.get_problem("linear"), "reinforce", replicates=1)
     with pytest.raises(ValueError, match="estimates must have shape"):
         lab.gradient_stats(torch.zeros(5, 2), torch.zeros(3))
+
+
+def test_huge_finite_logits_are_accepted():
+    # the sum of these finite logits overflows to inf; the check must still accept them
+    big = torch.tensor([3e38, 3e38, 0.0])
+    assert E.check_estimator_logits(big) is big

@@ -160,3 +160,18 @@ def test_runs_on_gpu_tensors():
     value = kl.kl_categorical(p, torch.tensor([0.5, 0.5], device="cuda"))
     assert value.device.type == "cuda"
     assert kl.kl_categorical_uniform(torch.zeros(3, 4, device="cuda")).device.type == "cuda"
+
+
+def test_kl_uniform_masked_gradient_and_all_masked_row():
+    # masked categories: value and gradient as if the category were absent
+    logits = torch.tensor([[0.3, -0.2, -math.inf], [1.0, 0.0, 0.5]], dtype=torch.float64, requires_grad=True)
+    kl.kl_categorical_uniform(logits).sum().backward()
+    present = logits.detach()[:, :2].clone().requires_grad_(True)
+    expected = kl.kl_categorical_uniform(present[:1]) - math.log(2) + math.log(3)
+    expected.sum().backward()
+    assert torch.allclose(logits.grad[0, :2], present.grad[0], atol=1e-15)
+    assert logits.grad[0, 2].item() == 0.0
+    with pytest.raises(ValueError, match="every category of some row is masked"):
+        kl.kl_categorical_uniform(torch.tensor([[0.0, 1.0], [-math.inf, -math.inf]]))
+    with pytest.raises(ValueError, match=r"NaN or \+inf"):
+        kl.kl_categorical_uniform(torch.tensor([0.0, math.inf]))
