@@ -22,6 +22,10 @@ Long: about 100 epochs x 600 steps per run. Example (the paper's settings)::
     .venv/bin/python benchmarks/bench_catvae_quality.py --epochs 100 --seeds 0 1 2 --iw-samples 1000
 
 ``--no-train`` only evaluates the checkpoints already in the run folders (whatever epoch they reached).
+Each run's evaluation is stored next to its checkpoint (``measured.json``) and reused while the
+checkpoint's step and the bound's settings are unchanged, so runs can be trained by several
+invocations in parallel (e.g. ``--estimators gs`` and ``--estimators st``, ``--threads 1`` each) and
+one last invocation with ``--no-train`` collects them all into the results file.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from gstutorial.data import load_mnist
 from gstutorial.train import CHECKPOINT_NAME, TrainConfig, load_model, train
 from gstutorial.utils import atomic_write, get_device, set_seed
 
+MEASURED_NAME = "measured.json"  # a run folder's evaluation, reused while its checkpoint is unchanged
 PAPER = {"gs": 101.5, "st": 107.8}   # Jang et al. 2017, Table 1, categorical, −ELBO in nats
 NAMES = {"gs": "Gumbel-Softmax", "st": "ST Gumbel-Softmax"}
 
@@ -115,11 +120,18 @@ def main() -> None:
                                                                                      flush=True)).history
             step = history[-1]["step"]
             tau = config.temperature(max(step - 1, 0))
-            row = {"seed": seed, "epochs": history[-1]["epoch"], "steps": step,
-                   "train_wall_s": history[-1]["elapsed_s"],
-                   **measure(model.eval(), test_x, tau, args.iw_samples, args.iw_examples, config.eval_seed),
-                   "train_config": dataclasses.asdict(config), "device": str(device),
-                   "threads": torch.get_num_threads()}
+            cache = out_dir / MEASURED_NAME
+            row = json.loads(cache.read_text()) if cache.is_file() else {}
+            if (row.get("steps"), row.get("iw_samples", 0), row.get("iw_examples_asked")) != (
+                    step, args.iw_samples, args.iw_examples if args.iw_samples else None):
+                row = {"seed": seed, "epochs": history[-1]["epoch"], "steps": step,
+                       "train_wall_s": history[-1]["elapsed_s"],
+                       **measure(model.eval(), test_x, tau, args.iw_samples, args.iw_examples, config.eval_seed),
+                       "iw_samples": args.iw_samples, "iw_examples_asked": args.iw_examples if args.iw_samples else None,
+                       "train_config": dataclasses.asdict(config), "device": str(device),
+                       "threads": torch.get_num_threads()}
+                text = json.dumps(row, indent=1, allow_nan=False) + "\n"
+                atomic_write(cache, lambda tmp, t=text: tmp.write_text(t))
             runs[est].append(row)
             print(f"{est} seed {seed}: {row['epochs']} epochs, hard -ELBO {row['hard_nelbo']:.2f}"
                   + (f", IW-{args.iw_samples} {row[f'iw_nelbo_{args.iw_samples}']:.2f} on {row['iw_examples']} images"

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from gstutorial.jointvae import main as jointvae_main
+from gstutorial.utils import atomic_write
 
 RESULTS = Path("benchmarks/results/jointvae.json")
 
@@ -88,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
                               "device": "cuda" if torch.cuda.is_available() else "cpu"}
     else:
         results.setdefault("variants", {})[args.variant] = summary
-    results_path.parent.mkdir(parents=True, exist_ok=True)
-    results_path.write_text(json.dumps(results, indent=1) + "\n")
+    text = json.dumps(results, indent=1) + "\n"
+    atomic_write(results_path, lambda tmp: tmp.write_text(text))
     print(f"[{args.variant}] mean cluster accuracy over seeds {args.seeds}: {statistics.fmean(accs):.4f} "
           f"(min {min(accs):.4f}); total training wall time {summary['train_wall_s_total']:.0f} s; "
           f"wrote {results_path}")

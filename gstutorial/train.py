@@ -177,7 +177,12 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 def _check_compatible(state: dict, model: nn.Module, config: TrainConfig, fingerprint: list[float],
                       path: Path) -> None:
-    problems = _differences(state["model_config"], model.config())
+    saved = state["model_config"]
+    try:  # state the saved configuration as the current code would (options added later take their defaults)
+        saved = build_model(saved).config()
+    except (KeyError, TypeError, ValueError):
+        pass  # an unknown model or option: compare the raw dicts, which names the difference
+    problems = _differences(saved, model.config())
     problems += _differences(state["train_config"], dataclasses.asdict(config), skip=("epochs", "eval_every"))
     if state["data_fingerprint"] != fingerprint:
         problems.append(f"training data: checkpoint has (n, d, pixel sum) = {state['data_fingerprint']}, "

@@ -338,3 +338,46 @@ def test_command_line(mnist_raw, tmp_path, capsys):
 
     assert main(["--epochs", "1", "--temperature", "0", "--out", str(tmp_path / "bad")]) == 2
     assert "temperature" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------
+# Convolutional architecture
+# ------------------------------------------------------------------------------------------------
+
+def test_conv_architecture_shapes_gradients_and_config():
+    torch.manual_seed(0)
+    model = JointVAE(4, 6, architecture="conv")
+    x = binary_batch(3)
+    mu, logvar, logits = model.encode(x)
+    assert mu.shape == logvar.shape == (3, 4) and logits.shape == (3, 6)
+    assert model.decode(mu, torch.softmax(logits, -1)).shape == (3, 784)
+    assert isinstance(model.encoder[1], torch.nn.Conv2d) and isinstance(model.decoder[-2], torch.nn.ConvTranspose2d)
+    model.loss(x, 0.67, torch.Generator().manual_seed(0), 100)["loss"].backward()
+    assert model.encoder[1].weight.grad.abs().sum() > 0 and model.decoder[-2].weight.grad.abs().sum() > 0
+    clone = train.build_model(model.config())
+    assert clone.architecture == "conv" and clone.config() == model.config()
+    assert "architecture='conv'" in model.extra_repr()
+
+
+def test_architecture_rejects_bad_values():
+    with pytest.raises(ValueError, match="architecture must be one of"):
+        JointVAE(architecture="resnet")
+    with pytest.raises(ValueError, match="28x28"):
+        JointVAE(input_dim=100, architecture="conv")
+
+
+def test_checkpoint_config_written_before_the_architecture_option_still_resumes(mnist_small, tmp_path):
+    train_x, _, _ = mnist_small
+    torch.manual_seed(0)
+    model = JointVAE(**SMALL)
+    config = default_train_config(epochs=1, seed=0)
+    train.train(model, train_x, config, out_dir=tmp_path, device="cpu", progress=False)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    del state["model_config"]["architecture"]          # the configuration as older code wrote it
+    torch.save(state, tmp_path / "checkpoint.pt")
+    resumed = train.train(JointVAE(**SMALL), train_x, default_train_config(epochs=2, seed=0), out_dir=tmp_path,
+                          device="cpu", progress=False)
+    assert resumed.history[-1]["epoch"] == 2
+    with pytest.raises(train.CheckpointMismatchError, match="architecture"):
+        train.train(JointVAE(architecture="conv"), train_x, default_train_config(epochs=3, seed=0),
+                    out_dir=tmp_path, device="cpu", progress=False)
