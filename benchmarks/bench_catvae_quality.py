@@ -43,7 +43,7 @@ import torch
 from gstutorial.catvae import CategoricalVAE, importance_weighted_bound, negative_elbo
 from gstutorial.data import load_mnist
 from gstutorial.train import CHECKPOINT_NAME, TrainConfig, load_model, train
-from gstutorial.utils import atomic_write, get_device, set_seed
+from gstutorial.utils import atomic_write, flush_subnormals, get_device, set_seed
 
 MEASURED_NAME = "measured.json"  # a run folder's evaluation, reused while its checkpoint is unchanged
 PAPER = {"gs": 101.5, "st": 107.8}   # Jang et al. 2017, Table 1, categorical, −ELBO in nats
@@ -97,6 +97,7 @@ def main() -> None:
     os.environ.setdefault("GSTUTORIAL_NO_PROGRESS", "1")
     if args.threads:
         torch.set_num_threads(args.threads)
+    flush_subnormals()  # as the command line does: late epochs on a CPU run about 2x faster
     device = get_device()
     train_x, _ = load_mnist("train", args.data_root, device=device)
     test_x, _ = load_mnist("test", args.data_root, binarize="fixed", seed=0, device=device)

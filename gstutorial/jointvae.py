@@ -591,12 +591,9 @@ def run_cli(args: argparse.Namespace) -> int:
     Writes ``OUT/checkpoint.pt``, ``history.json``/``.csv``, ``final_metrics.json`` (cluster
     accuracy, confusion matrix) and, with ``--export``, a weights file. Returns the exit status.
     """
-    from .train import CHECKPOINT_NAME, export_weights, load_run_data, train_from_cli
+    from .train import CHECKPOINT_NAME, configure_cpu, export_weights, load_run_data, train_from_cli
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    configure_cpu(args)
     config = default_train_config(args.epochs, args.seed, batch_size=args.batch_size, lr=args.lr,
                                   tau0=check_temperature(args.temperature),
                                   tau_min=check_temperature(args.temperature), eval_every=args.eval_every)

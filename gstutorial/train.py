@@ -48,7 +48,7 @@ from torch import nn
 
 from .catvae import ESTIMATORS, CategoricalVAE, evaluate, importance_weighted_bound, parse_latent
 from .data import load_mnist
-from .utils import atomic_write, get_device, progress_disabled, set_seed
+from .utils import atomic_write, flush_subnormals, get_device, progress_disabled, set_seed
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -441,7 +441,21 @@ def add_run_arguments(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument("--export-dtype", choices=("float16", "float32"), default="float16")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for PyTorch (default: PyTorch's choice; 1 is fastest on a busy machine)")
+    p.add_argument("--keep-subnormals", action="store_true",
+                   help="do not flush subnormal floats to zero (flushing keeps late epochs on a CPU from "
+                        "slowing down; see gstutorial.utils.flush_subnormals)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines")
+
+
+def configure_cpu(args: argparse.Namespace) -> None:
+    """Apply ``--threads`` and, unless ``--keep-subnormals``, flush subnormals; call it before any
+    tensor work, so that PyTorch's worker threads inherit the setting."""
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    if not args.keep_subnormals:
+        flush_subnormals()
 
 
 def load_run_data(args: argparse.Namespace, device: torch.device,
@@ -508,11 +522,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run_catvae(args: argparse.Namespace) -> int:
+    configure_cpu(args)
     n_lat, k_cat = parse_latent(args.latent)
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, tau0=args.tau0,
                          tau_min=args.tau_min, anneal_rate=args.anneal_rate, anneal_every=args.anneal_every,
                          seed=args.seed, eval_every=args.eval_every)

@@ -60,3 +60,11 @@ def _default_dtype_is_restored():
     yield
     after = torch.get_default_dtype()
     assert after == before, f"torch's default dtype leaked: {before} -> {after}"
+
+
+@pytest.fixture(autouse=True)
+def _subnormals_not_flushed_after_test():
+    """The command lines flush subnormals process-wide (gstutorial.utils.flush_subnormals); turn it off
+    again after a test that ran one in-process, so later tests see IEEE arithmetic."""
+    yield
+    torch.set_flush_denormal(False)

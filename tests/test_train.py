@@ -21,6 +21,7 @@ from gstutorial.train import (
     temperature_at,
     train,
 )
+from gstutorial.utils import subnormals_flushed
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -226,7 +227,9 @@ def test_command_line(tmp_path, mnist_raw, capsys):
     argv = ["catvae", "--latent", "4x3", "--estimator", "st", "--epochs", "1", "--train-size", "200",
             "--seed", "2", "--out", str(out), "--data-root", str(mnist_raw.parent.parent), "--quiet",
             "--iw-samples", "5", "--iw-examples", "20", "--export", str(tmp_path / "w.pt")]
+    torch.set_flush_denormal(False)
     assert main(argv) == 0
+    assert subnormals_flushed() or not torch.set_flush_denormal(True)  # the command line flushes them
     printed = capsys.readouterr().out
     assert str(out / "checkpoint.pt") in printed and str(tmp_path / "w.pt") in printed
     final = json.loads((out / "final_metrics.json").read_text())
@@ -234,7 +237,9 @@ def test_command_line(tmp_path, mnist_raw, capsys):
     model, meta = load_model(tmp_path / "w.pt", device="cpu")
     assert model.config()["estimator"] == "st" and meta["final_metrics"] == final
     # same command again: resumes (nothing left to do); a different estimator is refused
-    assert main(argv) == 0
+    torch.set_flush_denormal(False)
+    assert main([*argv, "--keep-subnormals"]) == 0
+    assert not subnormals_flushed()
     assert main([*argv[:4], "gs", *argv[5:]]) == 2
     assert "estimator: checkpoint has 'st', requested 'gs'" in capsys.readouterr().err
 

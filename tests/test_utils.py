@@ -1,7 +1,10 @@
+import subprocess
+import sys
+
 import pytest
 import torch
 
-from gstutorial.utils import softmax_last
+from gstutorial.utils import flush_subnormals, softmax_last, subnormals_flushed
 
 
 @pytest.mark.parametrize("shape", [(7, 3), (100, 20, 10), (4, 5, 15), (6, 16), (3, 2, 40), (10,)])
@@ -25,3 +28,41 @@ def test_softmax_last_keeps_masked_categories_at_zero():
     assert probs[0, 1].item() == 0.0 and probs[1, 2].item() == 0.0
     torch.testing.assert_close(probs.sum(-1), torch.ones(2))
     assert torch.isneginf(softmax_last(x, log=True)[0, 1])
+
+
+def test_flush_subnormals_turns_on_and_off_in_this_thread():
+    if not flush_subnormals(True):
+        pytest.skip("this CPU cannot flush subnormals")
+    tiny = torch.tensor([1e-30], dtype=torch.float32)
+    assert subnormals_flushed()
+    assert (tiny * 1e-10).item() == 0.0          # 1e-40 is subnormal in float32: flushed
+    assert (tiny * 1e-5).item() == pytest.approx(1e-35, rel=1e-6)  # a normal result is untouched
+    flush_subnormals(False)
+    assert not subnormals_flushed()
+    assert (tiny * 1e-10).item() == pytest.approx(1e-40, rel=1e-3)
+
+
+_WORKERS = """
+import sys, torch
+from gstutorial.utils import flush_subnormals
+torch.set_num_threads(2)
+if sys.argv[1] == "late":
+    (torch.ones(1_000_000) * 2).sum()       # starts PyTorch's worker threads first
+supported = flush_subnormals(True)
+x = torch.full((1_000_000,), 800_000, dtype=torch.int32).view(torch.float32)  # all subnormal
+zeros = int(((x * 1.0) == 0).sum())          # > 32768 elements: split across both threads
+print(supported, zeros)
+"""
+
+
+@pytest.mark.parametrize("when", ["first", "late"])
+def test_flush_subnormals_reaches_worker_threads_only_when_called_first(when):
+    """The documented caveat, measured: worker threads copy the setting when they start."""
+    out = subprocess.run([sys.executable, "-c", _WORKERS, when], capture_output=True, text=True, check=True)
+    supported, zeros = out.stdout.split()
+    if supported != "True":
+        pytest.skip("this CPU cannot flush subnormals")
+    if when == "first":
+        assert int(zeros) == 1_000_000       # every thread flushed its share
+    else:
+        assert 0 < int(zeros) < 1_000_000    # only the calling thread's share was flushed

@@ -1,0 +1,99 @@
+"""How much subnormal floats slow down late epochs of CPU training, and what flushing them buys.
+
+Takes a finished run folder of the chapter-7 reproduction (default: the Gumbel-Softmax seed-0 run
+that ``benchmarks/bench_catvae_quality.py`` trains for 100 epochs), copies it twice and trains each
+copy for one more epoch with the command line a reader uses::
+
+    python -m gstutorial.train catvae --latent 20x10 --estimator gs --seed 0 --epochs 101 --out COPY
+    python -m gstutorial.train catvae ... --keep-subnormals
+
+The first flushes subnormal floats to zero (the command line's default), the second keeps IEEE
+arithmetic. Each runs in its own process, alternately for ``--rounds`` rounds; the epoch time is
+read from the run's history (``epoch_s``: the training loop only, not start-up or evaluation).
+Both continue the same checkpoint — weights, Adam moments, random-number state — so they do the
+same arithmetic except on numbers below 1.2e-38. Results go to ``benchmarks/results/subnormals.json``.
+Run from the repository root after the quality benchmark::
+
+    .venv/bin/python benchmarks/bench_subnormals.py [--run benchmarks/results/runs/catvae-20x10-gs-seed0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from gstutorial.train import CHECKPOINT_NAME, load_checkpoint
+from gstutorial.utils import atomic_write
+
+RESULTS = Path("benchmarks/results/subnormals.json")
+
+
+def one_more_epoch(run: Path, state: dict, keep_subnormals: bool, threads: int | None) -> dict:
+    """Copy ``run``, train it for one more epoch in a fresh process; return that epoch's history row."""
+    model, train = state["model_config"], state["train_config"]
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / run.name
+        shutil.copytree(run, copy)
+        argv = [sys.executable, "-m", "gstutorial.train", "catvae",
+                "--latent", f"{model['latent_dim']}x{model['num_categories']}", "--estimator", model["estimator"],
+                "--seed", str(train["seed"]), "--epochs", str(state["epoch"] + 1), "--out", str(copy), "--quiet"]
+        argv += ["--keep-subnormals"] if keep_subnormals else []
+        argv += ["--threads", str(threads)] if threads else []
+        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "GSTUTORIAL_NO_PROGRESS": "1"})
+        return json.loads((copy / "history.json").read_text())["history"][-1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", default="benchmarks/results/runs/catvae-20x10-gs-seed0",
+                        help="a finished run folder of bench_catvae_quality.py")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (median reported)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: PyTorch's choice)")
+    parser.add_argument("--results", default=str(RESULTS))
+    args = parser.parse_args()
+
+    run = Path(args.run)
+    if not (run / CHECKPOINT_NAME).is_file():
+        raise SystemExit(f"no checkpoint in {run}; train it first with benchmarks/bench_catvae_quality.py")
+    state = load_checkpoint(run / CHECKPOINT_NAME)
+    if state["model_config"].get("model") != "catvae":
+        raise SystemExit(f"{run} is not a categorical-VAE run")
+    print(f"continuing {run} (epoch {state['epoch']}, step {state['step']}) for one epoch; "
+          f"{os.cpu_count()} CPUs, load average at start {os.getloadavg()[0]:.2f}")
+    seconds: dict[str, list[float]] = {"kept": [], "flushed": []}
+    losses: dict[str, list[float]] = {"kept": [], "flushed": []}
+    for r in range(args.rounds):
+        for name in ("kept", "flushed"):
+            row = one_more_epoch(run, state, keep_subnormals=name == "kept", threads=args.threads)
+            seconds[name].append(row["epoch_s"])
+            losses[name].append(row["loss"])
+        print(f"round {r + 1}: subnormals kept {seconds['kept'][-1]:.2f} s (loss {losses['kept'][-1]:.4f}), "
+              f"flushed {seconds['flushed'][-1]:.2f} s (loss {losses['flushed'][-1]:.4f})", flush=True)
+    med = {k: statistics.median(v) for k, v in seconds.items()}
+    print(f"\nepoch {state['epoch'] + 1} of a {state['epoch']}-epoch run, median of {args.rounds}: "
+          f"IEEE subnormals {med['kept']:.2f} s, flushed to zero {med['flushed']:.2f} s "
+          f"-> {med['kept'] / med['flushed']:.2f}x")
+    print(f"largest difference in the epoch's mean loss between the two: "
+          f"{max(abs(a - b) for a, b in zip(losses['kept'], losses['flushed'], strict=True)):.2e} nats")
+    print(f"load average at end {os.getloadavg()[0]:.2f} (other processes on the machine slow every number)")
+    out = {"run": str(run), "from_epoch": state["epoch"], "rounds": args.rounds, "seconds": seconds,
+           "median_s": med, "slowdown": med["kept"] / med["flushed"], "epoch_loss": losses,
+           "torch": torch.__version__, "threads": args.threads or torch.get_num_threads(),
+           "processor": platform.processor() or platform.machine()}
+    text = json.dumps(out, indent=1) + "\n"
+    atomic_write(args.results, lambda tmp: tmp.write_text(text))
+    print(f"wrote {args.results}")
+
+
+if __name__ == "__main__":
+    main()
