@@ -3,7 +3,8 @@
 Both train the same 30x10 categorical VAE (784-512-256-300 encoder, 300-256-512-784 decoder) with
 batch 100, Adam (lr 1e-3), dynamic binarization and a Gumbel-Softmax sample on the global-step
 temperature schedule, and both compute each step's loss with the very same function
-(``CategoricalVAE.loss``), so the per-step math is identical. What differs is everything around it:
+(``CategoricalVAE.loss``, with the package's per-call value checks off in both, as the engine runs
+it), so the per-step math is identical. What differs is everything around it:
 
 * reference (the way the popular tutorials write it): ``torchvision.datasets.MNIST`` with
   ``transforms.ToTensor()`` (a PIL image and a tensor conversion per sample), a ``DataLoader``
@@ -46,7 +47,7 @@ from torchvision import datasets, transforms
 from gstutorial.catvae import CategoricalVAE
 from gstutorial.data import load_mnist
 from gstutorial.train import TrainConfig, temperature_at, train
-from gstutorial.utils import atomic_write, flush_subnormals
+from gstutorial.utils import atomic_write, flush_subnormals, value_checks
 
 LATENT, CLASSES, BATCH = 30, 10, 100
 
@@ -55,15 +56,16 @@ def reference_epoch(model: CategoricalVAE, optimizer: optim.Optimizer, loader: D
     """One epoch written the tutorial way (same per-step math as the package)."""
     model.train()
     train_loss = 0.0
-    for data, _ in loader:
-        data = torch.bernoulli(data.view(-1, 784))          # dynamic binarization
-        tau = temperature_at(step)                           # global-step schedule, like the package
-        optimizer.zero_grad()
-        loss = model.loss(data, tau)["loss"]
-        loss.backward()
-        train_loss += loss.item() * len(data)
-        optimizer.step()
-        step += 1
+    with value_checks(False):  # a tutorial loop checks nothing; the engine's steps skip the scans too
+        for data, _ in loader:
+            data = torch.bernoulli(data.view(-1, 784))          # dynamic binarization
+            tau = temperature_at(step)                           # global-step schedule, like the package
+            optimizer.zero_grad()
+            loss = model.loss(data, tau)["loss"]
+            loss.backward()
+            train_loss += loss.item() * len(data)
+            optimizer.step()
+            step += 1
     return train_loss / len(loader.dataset), step
 
 

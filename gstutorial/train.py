@@ -48,7 +48,14 @@ from torch import nn
 
 from .catvae import ESTIMATORS, CategoricalVAE, evaluate, importance_weighted_bound, parse_latent
 from .data import load_mnist
-from .utils import atomic_write, flush_subnormals, get_device, progress_disabled, set_seed
+from .utils import (
+    atomic_write,
+    flush_subnormals,
+    get_device,
+    progress_disabled,
+    set_seed,
+    value_checks,
+)
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -295,9 +302,9 @@ def _check_train_data(x: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} must be a non-empty float tensor of shape (n, pixels), got "
                          f"{type(x).__name__ if not isinstance(x, torch.Tensor) else (tuple(x.shape), x.dtype)}")
     low, high = torch.aminmax(x)
-    if low.item() < 0 or high.item() > 1:
+    if not (low.item() >= 0 and high.item() <= 1):  # also false for NaN
         raise ValueError(f"{name} must hold intensities in [0, 1] (they are Bernoulli means for dynamic "
-                         "binarization); load them with load_mnist(binarize='none')")
+                         "binarization), without NaN; load them with load_mnist(binarize='none')")
 
 
 def train(model: nn.Module, train_x: torch.Tensor, config: TrainConfig | None = None, *,
@@ -383,29 +390,39 @@ def train(model: nn.Module, train_x: torch.Tensor, config: TrainConfig | None = 
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress,
                    leave=False, dynamic_ncols=True)
         tau = config.temperature(step)
-        for b in range(steps_per_epoch):
-            tau = config.temperature(step)  # global-step schedule, piecewise constant
-            x = _binarize(train_x.index_select(0, perm[b * config.batch_size:(b + 1) * config.batch_size]),
-                          data_gen)
-            terms = model.loss(x, tau, noise_gen, step)
-            optimizer.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            optimizer.step()
-            step += 1
-            if keys is None:
-                keys = list(terms)
-            batch = torch.stack([terms[k].detach() for k in keys]) * x.shape[0]
-            sums = batch if sums is None else sums + batch
-            bar.update(1)
-            if progress and (b % 50 == 0 or b == steps_per_epoch - 1):
-                bar.set_postfix(loss=f"{sums[0].item() / min(n, (b + 1) * config.batch_size):.2f}",
-                                tau=f"{tau:.3f}")
+        # the batches are binary and the encoder's logits finite by construction: no per-step scans
+        # of values (each reads back to Python, a device sync on a GPU); the epoch's loss is checked
+        with value_checks(False):
+            for b in range(steps_per_epoch):
+                tau = config.temperature(step)  # global-step schedule, piecewise constant
+                x = _binarize(train_x.index_select(0, perm[b * config.batch_size:(b + 1) * config.batch_size]),
+                              data_gen)
+                terms = model.loss(x, tau, noise_gen, step)
+                optimizer.zero_grad(set_to_none=True)
+                terms["loss"].backward()
+                optimizer.step()
+                step += 1
+                if keys is None:
+                    keys = list(terms)
+                batch = torch.stack([terms[k].detach() for k in keys]) * x.shape[0]
+                sums = batch if sums is None else sums + batch
+                bar.update(1)
+                if progress and (b % 50 == 0 or b == steps_per_epoch - 1):
+                    bar.set_postfix(loss=f"{sums[0].item() / min(n, (b + 1) * config.batch_size):.2f}",
+                                    tau=f"{tau:.3f}")
         bar.close()
         epoch += 1
         seconds = time.perf_counter() - start
         elapsed += seconds
         row: dict[str, float] = {"epoch": epoch, "step": step, "temperature": tau}
         row.update({k: v / n for k, v in zip(keys, sums.double().tolist(), strict=True)})
+        if not math.isfinite(row[keys[0]]):
+            raise FloatingPointError(
+                f"training diverged: the mean {keys[0]} of epoch {epoch} (steps {step - steps_per_epoch + 1}-{step}) "
+                f"is {row[keys[0]]}; the model's weights are no longer finite. "
+                + (f"{ckpt_path} still holds epoch {epoch - 1}; resume from it with a smaller learning rate "
+                   f"(lr={config.lr} now)" if ckpt_path is not None and epoch > 1 else
+                   f"lower the learning rate (lr={config.lr} now)") + " or check the data")
         row.update({"epoch_s": round(seconds, 3), "elapsed_s": round(elapsed, 3)})
         if test_x is not None and callable(getattr(model, "evaluate", None)) and (
                 epoch % config.eval_every == 0 or epoch == config.epochs):

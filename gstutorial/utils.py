@@ -1,19 +1,22 @@
-"""Small helpers every chapter uses: seeds, the compute device, subnormal flushing, atomic file writes,
-a softmax over the category axis."""
+"""Small helpers every chapter uses: seeds, the compute device, subnormal flushing, the switch for
+value checks, atomic file writes, a softmax over the category axis."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
 __all__ = ["atomic_write", "check_float_tensor", "flush_subnormals", "get_device", "progress_disabled", "set_seed",
-           "subnormals_flushed"]
+           "subnormals_flushed", "value_checks", "value_checks_enabled"]
+
+_value_checks = True
 
 
 def set_seed(seed: int) -> torch.Generator:
@@ -53,6 +56,30 @@ def subnormals_flushed() -> bool:
     return subnormal.mul(1.0).item() == 0.0
 
 
+def value_checks_enabled() -> bool:
+    """Whether the package scans tensor values on each call (the default; see :func:`value_checks`)."""
+    return _value_checks
+
+
+@contextlib.contextmanager
+def value_checks(enabled: bool) -> Iterator[None]:
+    """Turn the package's scans of tensor *values* on or off inside a ``with`` block.
+
+    By default every sampler, loss and KL term scans its inputs or result for NaN, ±inf or non-binary
+    pixels and raises an error that explains the problem. Each scan reads a number back to Python,
+    which on a GPU waits for the device to finish. The training engine turns the scans off for its
+    steps (its batches are valid by construction) and checks the epoch's loss instead, like
+    ``torch.distributions.Distribution.set_default_validate_args(False)``. Checks of types, shapes
+    and arguments stay on.
+    """
+    global _value_checks
+    before, _value_checks = _value_checks, bool(enabled)
+    try:
+        yield
+    finally:
+        _value_checks = before
+
+
 def progress_disabled() -> bool:
     """True when progress bars should stay silent (``GSTUTORIAL_NO_PROGRESS=1`` or under pytest/nbval)."""
     return os.environ.get("GSTUTORIAL_NO_PROGRESS", "") not in ("", "0") or "PYTEST_CURRENT_TEST" in os.environ
@@ -82,7 +109,7 @@ def check_float_tensor(t: object, name: str) -> torch.Tensor:
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}; wrap it with torch.tensor(...)")
     if not t.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got {t.dtype}; convert it with .double()")
-    if not torch.isfinite(t).all():
+    if _value_checks and not torch.isfinite(t).all():
         raise ValueError(f"{name} has NaN or infinite entries; every entry must be finite")
     return t
 

@@ -175,3 +175,25 @@ def test_kl_uniform_masked_gradient_and_all_masked_row():
         kl.kl_categorical_uniform(torch.tensor([[0.0, 1.0], [-math.inf, -math.inf]]))
     with pytest.raises(ValueError, match=r"NaN or \+inf"):
         kl.kl_categorical_uniform(torch.tensor([0.0, math.inf]))
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_kl_uniform_same_value_and_gradient_without_value_checks(masked):
+    """The training engine runs with value checks off: the KL must not change, masked or not."""
+    from gstutorial.utils import value_checks
+
+    torch.manual_seed(3)
+    base = torch.randn(5, 4, 6, dtype=torch.float64)
+    if masked:
+        base[0, 1, 2] = base[3, 0, 5] = -math.inf
+    values, grads = [], []
+    for enabled in (True, False):
+        logits = base.clone().requires_grad_(True)
+        with value_checks(enabled):
+            value = kl.kl_categorical_uniform(logits)
+        (value * torch.linspace(0.5, 2.0, 20, dtype=torch.float64).view(5, 4)).sum().backward()
+        values.append(value.detach())
+        grads.append(logits.grad)
+    assert torch.isfinite(values[1]).all() and torch.isfinite(grads[1]).all()
+    torch.testing.assert_close(values[1], values[0], rtol=0, atol=1e-15)
+    torch.testing.assert_close(grads[1], grads[0], rtol=0, atol=1e-15)

@@ -21,7 +21,7 @@ from gstutorial.train import (
     temperature_at,
     train,
 )
-from gstutorial.utils import subnormals_flushed
+from gstutorial.utils import subnormals_flushed, value_checks_enabled
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -185,6 +185,10 @@ def test_bad_engine_arguments(tmp_path, mnist):
     train_x, _ = mnist
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         train(small_model(), train_x[:100] * 255, TrainConfig(epochs=1), progress=False)
+    with_nan = train_x[:100].clone()
+    with_nan[3, 5] = float("nan")
+    with pytest.raises(ValueError, match="without NaN"):
+        train(small_model(), with_nan, TrainConfig(epochs=1), progress=False)
     with pytest.raises(TypeError, match="TrainConfig"):
         train(small_model(), train_x[:100], {"epochs": 1}, progress=False)
     with pytest.raises(TypeError, match="loss"):
@@ -192,6 +196,55 @@ def test_bad_engine_arguments(tmp_path, mnist):
     with pytest.raises(ValueError, match="not a gstutorial training checkpoint"):
         torch.save({"weights": 1}, tmp_path / "other.pt")
         load_checkpoint(tmp_path / "other.pt")
+
+
+class _DivergesInEpoch2(torch.nn.Module):
+    """A stand-in model whose loss turns NaN from step 3 on (epoch 2 at two steps per epoch)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(()))
+
+    def config(self) -> dict:
+        return {"model": "diverges"}
+
+    def loss(self, x, temperature, generator=None, step=0):
+        loss = self.w * x.mean() + (float("nan") if step >= 2 else 0.0)
+        return {"loss": loss}
+
+
+def test_divergence_is_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path, mnist):
+    train_x, _ = mnist
+    with pytest.raises(FloatingPointError, match=r"diverged: the mean loss of epoch 2 \(steps 3-4\) is nan") as exc:
+        train(_DivergesInEpoch2(), train_x[:200], TrainConfig(epochs=3), out_dir=tmp_path, progress=False)
+    assert "still holds epoch 1" in str(exc.value) and "smaller learning rate (lr=0.001 now)" in str(exc.value)
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["epoch"] == 1 and math.isfinite(state["history"][-1]["loss"])
+    assert torch.isfinite(state["model_state"]["w"])
+
+
+def test_engine_steps_never_read_values_back(mnist):
+    """No per-step host synchronisation: the value checks are off inside the engine's steps, and
+    only a constant number of reads happen per call (data checks, fingerprint, epoch totals)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    reads = []
+
+    class CountReads(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket.__name__ == "_local_scalar_dense":
+                reads.append(func)
+            return func(*args, **(kwargs or {}))
+
+    train_x, _ = mnist
+    counts = []
+    for steps in (2, 8):
+        reads.clear()
+        with CountReads():
+            train(small_model(), train_x[:100 * steps], TrainConfig(epochs=1), progress=False)
+        counts.append(len(reads))
+    assert counts[0] == counts[1] <= 4
+    assert value_checks_enabled()  # restored after training
 
 
 def test_binarization_is_a_bernoulli_draw_of_the_intensities():

@@ -66,3 +66,30 @@ def test_flush_subnormals_reaches_worker_threads_only_when_called_first(when):
         assert int(zeros) == 1_000_000       # every thread flushed its share
     else:
         assert 0 < int(zeros) < 1_000_000    # only the calling thread's share was flushed
+
+
+def test_value_checks_switch_turns_scans_off_and_restores():
+    from gstutorial.catvae import check_images
+    from gstutorial.gumbel import gumbel_softmax
+    from gstutorial.utils import check_float_tensor, value_checks, value_checks_enabled
+
+    grey = torch.full((2, 784), 0.5)
+    nan_logits = torch.tensor([[0.0, float("nan")]])
+    assert value_checks_enabled()
+    with pytest.raises(ValueError, match="binarized"):
+        check_images(grey, 784, binary=True)
+    with pytest.raises(ValueError, match="NaN"):
+        gumbel_softmax(nan_logits, 1.0)
+    with value_checks(False):
+        assert not value_checks_enabled()
+        check_images(grey, 784, binary=True)                         # no scan of the values
+        assert torch.isnan(gumbel_softmax(nan_logits, 1.0)).all()   # NaN passes through unexplained
+        check_float_tensor(torch.tensor([float("inf")]), "t")
+        with pytest.raises(ValueError, match=r"shape \(batch, 784\)"):
+            check_images(grey[:, :10], 784)                          # shapes are still checked
+        with pytest.raises(ValueError, match="temperature"):
+            gumbel_softmax(torch.zeros(2, 3), 0.0)                   # and arguments
+    assert value_checks_enabled()
+    with pytest.raises(RuntimeError), value_checks(False):
+        raise RuntimeError("an error inside the block")
+    assert value_checks_enabled()                                    # restored on errors too
