@@ -416,10 +416,10 @@ def train(model: nn.Module, train_x: torch.Tensor, config: TrainConfig | None = 
         elapsed += seconds
         row: dict[str, float] = {"epoch": epoch, "step": step, "temperature": tau}
         row.update({k: v / n for k, v in zip(keys, sums.double().tolist(), strict=True)})
-        if not math.isfinite(row[keys[0]]):
+        if not math.isfinite(row["loss"]):
             raise FloatingPointError(
-                f"training diverged: the mean {keys[0]} of epoch {epoch} (steps {step - steps_per_epoch + 1}-{step}) "
-                f"is {row[keys[0]]}; the model's weights are no longer finite. "
+                f"training diverged: the mean loss of epoch {epoch} (steps {step - steps_per_epoch + 1}-{step}) "
+                f"is {row['loss']}; the model's weights are no longer finite. "
                 + (f"{ckpt_path} still holds epoch {epoch - 1}; resume from it with a smaller learning rate "
                    f"(lr={config.lr} now)" if ckpt_path is not None and epoch > 1 else
                    f"lower the learning rate (lr={config.lr} now)") + " or check the data")
