@@ -11,7 +11,9 @@ The first flushes subnormal floats to zero (the command line's default), the sec
 arithmetic. Each runs in its own process, alternately for ``--rounds`` rounds; the epoch time is
 read from the run's history (``epoch_s``: the training loop only, not start-up or evaluation).
 Both continue the same checkpoint — weights, Adam moments, random-number state — so they do the
-same arithmetic except on numbers below 1.2e-38. Results go to ``benchmarks/results/subnormals.json``.
+same arithmetic except on numbers below 1.2e-38. How many of the checkpoint's Adam moments are
+subnormal is printed and recorded: a run trained with flushing on has none, and then only the
+subnormals created during the timed epoch count against the IEEE side. Results go to ``benchmarks/results/subnormals.json``.
 Run from the repository root after the quality benchmark::
 
     .venv/bin/python benchmarks/bench_subnormals.py [--run benchmarks/results/runs/catvae-20x10-gs-seed0]
@@ -38,19 +40,37 @@ from gstutorial.utils import atomic_write
 RESULTS = Path("benchmarks/results/subnormals.json")
 
 
-def one_more_epoch(run: Path, state: dict, keep_subnormals: bool, threads: int | None) -> dict:
-    """Copy ``run``, train it for one more epoch in a fresh process; return that epoch's history row."""
-    model, train = state["model_config"], state["train_config"]
+def one_more_epoch(run: Path, state: dict, keep_subnormals: bool, threads: int | None,
+                   data_root: str | None) -> dict:
+    """Copy ``run``, train it on the CPU for one more epoch in a fresh process (the command line, with
+    the run's own training configuration); return that epoch's history row."""
+    model, cfg = state["model_config"], state["train_config"]
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / run.name
         shutil.copytree(run, copy)
         argv = [sys.executable, "-m", "gstutorial.train", "catvae",
                 "--latent", f"{model['latent_dim']}x{model['num_categories']}", "--estimator", model["estimator"],
-                "--seed", str(train["seed"]), "--epochs", str(state["epoch"] + 1), "--out", str(copy), "--quiet"]
+                "--epochs", str(state["epoch"] + 1), "--batch-size", str(cfg["batch_size"]), "--lr", repr(cfg["lr"]),
+                "--tau0", repr(cfg["tau0"]), "--tau-min", repr(cfg["tau_min"]), "--anneal-rate", repr(cfg["anneal_rate"]),
+                "--anneal-every", str(cfg["anneal_every"]), "--seed", str(cfg["seed"]),
+                "--eval-every", str(cfg["eval_every"]), "--out", str(copy), "--device", "cpu", "--quiet"]
         argv += ["--keep-subnormals"] if keep_subnormals else []
         argv += ["--threads", str(threads)] if threads else []
+        argv += ["--data-root", data_root] if data_root else []
         subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "GSTUTORIAL_NO_PROGRESS": "1"})
         return json.loads((copy / "history.json").read_text())["history"][-1]
+
+
+def subnormal_moments(state: dict) -> tuple[int, int]:
+    """How many of the checkpoint's Adam moment estimates (first and second) are subnormal, of all."""
+    tiny = torch.finfo(torch.float32).tiny
+    count = total = 0
+    for moments in state["optimizer_state"]["state"].values():
+        for key in ("exp_avg", "exp_avg_sq"):
+            t = moments[key]
+            count += int(((t != 0) & (t.abs() < tiny)).sum())
+            total += t.numel()
+    return count, total
 
 
 def main() -> None:
@@ -59,6 +79,7 @@ def main() -> None:
                         help="a finished run folder of bench_catvae_quality.py")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (median reported)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: PyTorch's choice)")
+    parser.add_argument("--data-root", default=None, help="MNIST data root the run was trained on")
     parser.add_argument("--results", default=str(RESULTS))
     args = parser.parse_args()
 
@@ -68,13 +89,16 @@ def main() -> None:
     state = load_checkpoint(run / CHECKPOINT_NAME)
     if state["model_config"].get("model") != "catvae":
         raise SystemExit(f"{run} is not a categorical-VAE run")
-    print(f"continuing {run} (epoch {state['epoch']}, step {state['step']}) for one epoch; "
+    subnormal, moments = subnormal_moments(state)
+    print(f"continuing {run} (epoch {state['epoch']}, step {state['step']}) for one epoch on the CPU; "
+          f"{subnormal:,} of its {moments:,} Adam moment estimates are subnormal; "
           f"{os.cpu_count()} CPUs, load average at start {os.getloadavg()[0]:.2f}")
     seconds: dict[str, list[float]] = {"kept": [], "flushed": []}
     losses: dict[str, list[float]] = {"kept": [], "flushed": []}
     for r in range(args.rounds):
-        for name in ("kept", "flushed"):
-            row = one_more_epoch(run, state, keep_subnormals=name == "kept", threads=args.threads)
+        for name in (("kept", "flushed") if r % 2 == 0 else ("flushed", "kept")):  # alternate the order
+            row = one_more_epoch(run, state, keep_subnormals=name == "kept", threads=args.threads,
+                                 data_root=args.data_root)
             seconds[name].append(row["epoch_s"])
             losses[name].append(row["loss"])
         print(f"round {r + 1}: subnormals kept {seconds['kept'][-1]:.2f} s (loss {losses['kept'][-1]:.4f}), "
@@ -86,7 +110,8 @@ def main() -> None:
     print(f"largest difference in the epoch's mean loss between the two: "
           f"{max(abs(a - b) for a, b in zip(losses['kept'], losses['flushed'], strict=True)):.2e} nats")
     print(f"load average at end {os.getloadavg()[0]:.2f} (other processes on the machine slow every number)")
-    out = {"run": str(run), "from_epoch": state["epoch"], "rounds": args.rounds, "seconds": seconds,
+    out = {"run": str(run), "from_epoch": state["epoch"], "subnormal_adam_moments": subnormal,
+           "adam_moments": moments, "rounds": args.rounds, "seconds": seconds,
            "median_s": med, "slowdown": med["kept"] / med["flushed"], "epoch_loss": losses,
            "torch": torch.__version__, "threads": args.threads or torch.get_num_threads(),
            "processor": platform.processor() or platform.machine()}

@@ -304,9 +304,9 @@ class JointVAE(nn.Module):
         kl_disc = kl_categorical_uniform(logits).mean()
         c_cont, c_disc = self.capacities(step)
         loss = recon + self.cont_gamma * (kl_cont - c_cont).abs() + self.disc_gamma * (kl_disc - c_disc).abs()
-        const = recon.new_tensor
+        # new_full fills on the device (new_tensor would copy from the host, a GPU sync per step)
         return {"loss": loss, "recon": recon, "kl_cont": kl_cont, "kl_disc": kl_disc,
-                "c_cont": const(c_cont), "c_disc": const(c_disc)}
+                "c_cont": recon.new_full((), c_cont), "c_disc": recon.new_full((), c_disc)}
 
     def loss(self, x: torch.Tensor, temperature: float, generator: torch.Generator | None = None,
              step: int = 0) -> dict[str, torch.Tensor]:
@@ -628,14 +628,15 @@ def run_cli(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m gstutorial.jointvae`` (the same options as ``gstutorial.train jointvae``)."""
-    from .train import CheckpointMismatchError
+    from .train import CheckpointMismatchError, restored_subnormal_mode
 
     parser = argparse.ArgumentParser(prog="python -m gstutorial.jointvae", description=_DESCRIPTION,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     _add_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        return run_cli(args)
+        with restored_subnormal_mode():
+            return run_cli(args)
     except (ValueError, TypeError, CheckpointMismatchError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -32,6 +32,7 @@ Command line (``python -m gstutorial.train --help``; chapter 8 adds the ``jointv
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import json
@@ -39,7 +40,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,7 @@ from .utils import (
     get_device,
     progress_disabled,
     set_seed,
+    subnormals_flushed,
     value_checks,
 )
 
@@ -416,13 +418,15 @@ def train(model: nn.Module, train_x: torch.Tensor, config: TrainConfig | None = 
         elapsed += seconds
         row: dict[str, float] = {"epoch": epoch, "step": step, "temperature": tau}
         row.update({k: v / n for k, v in zip(keys, sums.double().tolist(), strict=True)})
-        if not math.isfinite(row["loss"]):
+        weights_finite = bool(torch.stack([p.detach().isfinite().all() for p in model.parameters()]).all())
+        if not (math.isfinite(row["loss"]) and weights_finite):
+            what = (f"the mean loss of epoch {epoch} is {row['loss']}" if not math.isfinite(row["loss"])
+                    else f"after epoch {epoch} some weights are NaN or infinite")
             raise FloatingPointError(
-                f"training diverged: the mean loss of epoch {epoch} (steps {step - steps_per_epoch + 1}-{step}) "
-                f"is {row['loss']}; the model's weights are no longer finite. "
+                f"training diverged: {what} (steps {step - steps_per_epoch + 1}-{step}). "
                 + (f"{ckpt_path} still holds epoch {epoch - 1}; resume from it with a smaller learning rate "
                    f"(lr={config.lr} now)" if ckpt_path is not None and epoch > 1 else
-                   f"lower the learning rate (lr={config.lr} now)") + " or check the data")
+                   f"Lower the learning rate (lr={config.lr} now)") + " or check the data")
         row.update({"epoch_s": round(seconds, 3), "elapsed_s": round(elapsed, 3)})
         if test_x is not None and callable(getattr(model, "evaluate", None)) and (
                 epoch % config.eval_every == 0 or epoch == config.epochs):
@@ -580,16 +584,28 @@ def _run_catvae(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def restored_subnormal_mode() -> Iterator[None]:
+    """Put the calling thread's subnormal mode back as it was afterwards, so that a command line run
+    in-process (a notebook, a test) does not change the caller's arithmetic."""
+    before = subnormals_flushed()
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(before)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m gstutorial.train``."""
     args = _parser().parse_args(argv)
     try:
-        if args.model == "catvae":
-            return _run_catvae(args)
-        if args.model == "jointvae":
-            from . import jointvae
+        with restored_subnormal_mode():
+            if args.model == "catvae":
+                return _run_catvae(args)
+            if args.model == "jointvae":
+                from . import jointvae
 
-            return jointvae.run_cli(args)
+                return jointvae.run_cli(args)
     except (ValueError, TypeError, CheckpointMismatchError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -4,6 +4,7 @@ value checks, atomic file writes, a softmax over the category axis."""
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import random
 import tempfile
@@ -16,7 +17,8 @@ import torch
 __all__ = ["atomic_write", "check_float_tensor", "flush_subnormals", "get_device", "progress_disabled", "set_seed",
            "subnormals_flushed", "value_checks", "value_checks_enabled"]
 
-_value_checks = True
+# per thread (and per asyncio task): training in a background thread leaves other threads' checks on
+_value_checks: contextvars.ContextVar[bool] = contextvars.ContextVar("gstutorial_value_checks", default=True)
 
 
 def set_seed(seed: int) -> torch.Generator:
@@ -45,7 +47,7 @@ def flush_subnormals(enabled: bool = True) -> bool:
     Call it at the start of a process, before the first parallel PyTorch operation: PyTorch's CPU
     worker threads copy the setting when they are created, and a later call changes only the calling
     thread. The command lines of :mod:`gstutorial.train` call it first thing (``--keep-subnormals``
-    opts out).
+    opts out) and, when run in-process, put the caller's setting back when they return.
     """
     return bool(torch.set_flush_denormal(enabled))
 
@@ -58,7 +60,7 @@ def subnormals_flushed() -> bool:
 
 def value_checks_enabled() -> bool:
     """Whether the package scans tensor values on each call (the default; see :func:`value_checks`)."""
-    return _value_checks
+    return _value_checks.get()
 
 
 @contextlib.contextmanager
@@ -70,14 +72,13 @@ def value_checks(enabled: bool) -> Iterator[None]:
     which on a GPU waits for the device to finish. The training engine turns the scans off for its
     steps (its batches are valid by construction) and checks the epoch's loss instead, like
     ``torch.distributions.Distribution.set_default_validate_args(False)``. Checks of types, shapes
-    and arguments stay on.
+    and arguments stay on. The setting belongs to the calling thread.
     """
-    global _value_checks
-    before, _value_checks = _value_checks, bool(enabled)
+    token = _value_checks.set(bool(enabled))
     try:
         yield
     finally:
-        _value_checks = before
+        _value_checks.reset(token)
 
 
 def progress_disabled() -> bool:
@@ -109,7 +110,7 @@ def check_float_tensor(t: object, name: str) -> torch.Tensor:
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}; wrap it with torch.tensor(...)")
     if not t.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got {t.dtype}; convert it with .double()")
-    if _value_checks and not torch.isfinite(t).all():
+    if _value_checks.get() and not torch.isfinite(t).all():
         raise ValueError(f"{name} has NaN or infinite entries; every entry must be finite")
     return t
 

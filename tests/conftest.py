@@ -63,8 +63,13 @@ def _default_dtype_is_restored():
 
 
 @pytest.fixture(autouse=True)
-def _subnormals_not_flushed_after_test():
-    """The command lines flush subnormals process-wide (gstutorial.utils.flush_subnormals); turn it off
-    again after a test that ran one in-process, so later tests see IEEE arithmetic."""
+def _arithmetic_settings_are_restored():
+    """Fail a test that leaves subnormals flushed (the command lines must put the caller's setting
+    back) or the package's value checks off (they must be restored by their with-block)."""
+    from gstutorial.utils import subnormals_flushed, value_checks_enabled
+
     yield
+    flushed, checks = subnormals_flushed(), value_checks_enabled()
     torch.set_flush_denormal(False)
+    assert not flushed, "the test left subnormals flushed to zero"
+    assert checks, "the test left the package's value checks off"

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from gstutorial.catvae import CategoricalVAE
+from gstutorial.catvae import ALL_ESTIMATORS, CategoricalVAE
 from gstutorial.data import load_mnist
 from gstutorial.train import (
     CheckpointMismatchError,
@@ -21,7 +21,7 @@ from gstutorial.train import (
     temperature_at,
     train,
 )
-from gstutorial.utils import subnormals_flushed, value_checks_enabled
+from gstutorial.utils import subnormals_flushed
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -198,53 +198,89 @@ def test_bad_engine_arguments(tmp_path, mnist):
         load_checkpoint(tmp_path / "other.pt")
 
 
-class _DivergesInEpoch2(torch.nn.Module):
-    """A stand-in model whose loss turns NaN from step 3 on (epoch 2 at two steps per epoch)."""
+class _NanGradient(torch.autograd.Function):
+    """Zero forward, NaN gradient: a finite loss whose optimizer step makes the weight NaN."""
 
-    def __init__(self) -> None:
+    @staticmethod
+    def forward(ctx, w):
+        return w * 0
+
+    @staticmethod
+    def backward(ctx, grad):
+        return torch.full_like(grad, float("nan"))
+
+
+class _DivergesInEpoch2(torch.nn.Module):
+    """A stand-in model that breaks in epoch 2 (two steps per epoch): either its loss turns NaN from
+    step 3 on, or, with ``via_gradient``, the loss stays finite and step 4 makes the weight NaN."""
+
+    def __init__(self, via_gradient: bool = False) -> None:
         super().__init__()
         self.w = torch.nn.Parameter(torch.ones(()))
+        self.via_gradient = via_gradient
 
     def config(self) -> dict:
         return {"model": "diverges"}
 
     def loss(self, x, temperature, generator=None, step=0):
-        loss = self.w * x.mean() + (float("nan") if step >= 2 else 0.0)
-        return {"loss": loss}
+        if self.via_gradient:
+            return {"loss": self.w * x.mean() + (_NanGradient.apply(self.w) if step == 3 else 0.0)}
+        return {"loss": self.w * x.mean() + (float("nan") if step >= 2 else 0.0)}
 
 
-def test_divergence_is_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path, mnist):
+@pytest.mark.parametrize("via_gradient", [False, True])
+def test_divergence_is_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path, mnist, via_gradient):
     train_x, _ = mnist
-    with pytest.raises(FloatingPointError, match=r"diverged: the mean loss of epoch 2 \(steps 3-4\) is nan") as exc:
-        train(_DivergesInEpoch2(), train_x[:200], TrainConfig(epochs=3), out_dir=tmp_path, progress=False)
+    what = "after epoch 2 some weights are NaN" if via_gradient else "the mean loss of epoch 2 is nan"
+    with pytest.raises(FloatingPointError, match=rf"diverged: {what}.* \(steps 3-4\)") as exc:
+        train(_DivergesInEpoch2(via_gradient), train_x[:200], TrainConfig(epochs=3), out_dir=tmp_path,
+              progress=False)
     assert "still holds epoch 1" in str(exc.value) and "smaller learning rate (lr=0.001 now)" in str(exc.value)
     state = load_checkpoint(tmp_path / "checkpoint.pt")
     assert state["epoch"] == 1 and math.isfinite(state["history"][-1]["loss"])
     assert torch.isfinite(state["model_state"]["w"])
 
 
-def test_engine_steps_never_read_values_back(mnist):
-    """No per-step host synchronisation: the value checks are off inside the engine's steps, and
+def _engine_model(name: str) -> torch.nn.Module:
+    if name == "jointvae":
+        from gstutorial.jointvae import JointVAE
+
+        torch.manual_seed(0)
+        return JointVAE(continuous_dim=3, num_categories=4)
+    torch.manual_seed(0)
+    return CategoricalVAE(8, 4, estimator=name, hidden=(64, 32), num_samples=2 if name == "reinforce_loo" else 1)
+
+
+@pytest.mark.parametrize("name", [*ALL_ESTIMATORS, "jointvae"])
+def test_engine_steps_never_read_values_back(mnist, name):
+    """No per-step host synchronisation, for every estimator and for the Joint VAE: no value is read
+    back (``.item()``, ``bool(tensor)``) and no Python number is copied into a tensor inside a step;
     only a constant number of reads happen per call (data checks, fingerprint, epoch totals)."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    reads = []
+    counted = {"_local_scalar_dense": 0, "lift_fresh": 0}
 
-    class CountReads(TorchDispatchMode):
+    class CountHostTraffic(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            if func.overloadpacket.__name__ == "_local_scalar_dense":
-                reads.append(func)
+            if func.overloadpacket.__name__ in counted:
+                counted[func.overloadpacket.__name__] += 1
             return func(*args, **(kwargs or {}))
 
     train_x, _ = mnist
-    counts = []
-    for steps in (2, 8):
-        reads.clear()
-        with CountReads():
-            train(small_model(), train_x[:100 * steps], TrainConfig(epochs=1), progress=False)
-        counts.append(len(reads))
-    assert counts[0] == counts[1] <= 4
-    assert value_checks_enabled()  # restored after training
+    totals = []
+    for steps in (2, 6):
+        counted.update(dict.fromkeys(counted, 0))
+        model = _engine_model(name)
+        config = TrainConfig(epochs=1, batch_size=50) if name != "jointvae" else None
+        if config is None:
+            from gstutorial.jointvae import default_train_config
+
+            config = default_train_config(epochs=1, batch_size=50)
+        with CountHostTraffic():
+            train(model, train_x[:50 * steps], config, progress=False)
+        totals.append(dict(counted))
+    assert totals[0] == totals[1], f"host traffic grows with the number of steps: {totals}"
+    assert totals[0]["_local_scalar_dense"] <= 4
 
 
 def test_binarization_is_a_bernoulli_draw_of_the_intensities():
@@ -275,14 +311,15 @@ def test_short_training_run_lowers_the_loss(mnist):
     assert result.history[-1]["test_hard_nelbo"] < 215
 
 
-def test_command_line(tmp_path, mnist_raw, capsys):
+def test_command_line(tmp_path, mnist_raw, capsys, monkeypatch):
     out = tmp_path / "run"
     argv = ["catvae", "--latent", "4x3", "--estimator", "st", "--epochs", "1", "--train-size", "200",
             "--seed", "2", "--out", str(out), "--data-root", str(mnist_raw.parent.parent), "--quiet",
             "--iw-samples", "5", "--iw-examples", "20", "--export", str(tmp_path / "w.pt")]
-    torch.set_flush_denormal(False)
+    flushes = []
+    monkeypatch.setattr("gstutorial.train.flush_subnormals", lambda: flushes.append(subnormals_flushed()))
     assert main(argv) == 0
-    assert subnormals_flushed() or not torch.set_flush_denormal(True)  # the command line flushes them
+    assert flushes == [False]                 # the command line flushes subnormals before training
     printed = capsys.readouterr().out
     assert str(out / "checkpoint.pt") in printed and str(tmp_path / "w.pt") in printed
     final = json.loads((out / "final_metrics.json").read_text())
@@ -290,9 +327,8 @@ def test_command_line(tmp_path, mnist_raw, capsys):
     model, meta = load_model(tmp_path / "w.pt", device="cpu")
     assert model.config()["estimator"] == "st" and meta["final_metrics"] == final
     # same command again: resumes (nothing left to do); a different estimator is refused
-    torch.set_flush_denormal(False)
     assert main([*argv, "--keep-subnormals"]) == 0
-    assert not subnormals_flushed()
+    assert flushes == [False]                 # not with --keep-subnormals
     assert main([*argv[:4], "gs", *argv[5:]]) == 2
     assert "estimator: checkpoint has 'st', requested 'gs'" in capsys.readouterr().err
 
@@ -307,3 +343,22 @@ def test_command_line_help_and_bad_arguments(capsys):
     assert "bad latent specification" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["catvae", "--estimator", "reinforce"])
+
+
+def test_command_line_puts_the_callers_subnormal_mode_back(tmp_path, mnist_raw):
+    """Run in-process (a notebook's retrain cell), the command line flushes subnormals while it
+    trains and restores the caller's IEEE arithmetic afterwards."""
+    seen = []
+    real_train = train
+
+    def spy(*args, **kwargs):
+        seen.append(subnormals_flushed())
+        return real_train(*args, **kwargs)
+
+    argv = ["catvae", "--latent", "4x3", "--epochs", "1", "--train-size", "100", "--out", str(tmp_path / "r"),
+            "--data-root", str(mnist_raw.parent.parent), "--quiet"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("gstutorial.train.train", spy)
+        assert main(argv) == 0
+    assert seen == [torch.set_flush_denormal(False)]  # flushed during training (where supported)
+    assert not subnormals_flushed()

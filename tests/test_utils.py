@@ -93,3 +93,26 @@ def test_value_checks_switch_turns_scans_off_and_restores():
     with pytest.raises(RuntimeError), value_checks(False):
         raise RuntimeError("an error inside the block")
     assert value_checks_enabled()                                    # restored on errors too
+
+
+def test_value_checks_switch_belongs_to_the_calling_thread():
+    import threading
+
+    from gstutorial.utils import value_checks, value_checks_enabled
+
+    seen = {}
+    inside, done = threading.Event(), threading.Event()
+
+    def other_thread():
+        inside.wait()
+        seen["other"] = value_checks_enabled()
+        done.set()
+
+    worker = threading.Thread(target=other_thread)
+    worker.start()
+    with value_checks(False):
+        inside.set()
+        done.wait(10)
+        seen["this"] = value_checks_enabled()
+    worker.join()
+    assert seen == {"this": False, "other": True}
