@@ -71,6 +71,7 @@ __all__ = [
     "default_train_config",
     "kl_per_dimension",
     "main",
+    "plot_confusion",
     "predict_clusters",
     "register",
     "run_cli",
@@ -454,6 +455,28 @@ def cluster_accuracy(clusters: object, labels: object, num_clusters: int | None 
     matched = mapping[c] >= 0
     np.add.at(confusion, (y[matched], mapping[c][matched]), 1)
     return ClusterAccuracy(accuracy=accuracy, mapping=mapping, contingency=contingency, confusion=confusion)
+
+
+def plot_confusion(confusion: object, title: str, ax=None):
+    """Draw a confusion matrix ``(true label, matched cluster)`` with its counts; return the axes.
+
+    ``confusion`` is :attr:`ClusterAccuracy.confusion` (or any square count matrix); ``ax`` is a
+    matplotlib axes (default: a new figure).
+    """
+    import matplotlib.pyplot as plt
+
+    counts = np.asarray(confusion)
+    if counts.ndim != 2 or counts.shape[0] != counts.shape[1]:
+        raise ValueError(f"confusion must be a square matrix, got shape {counts.shape}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.2, 4.6))
+    ax.imshow(counts, cmap="Blues")
+    for i, j in np.ndindex(counts.shape):
+        ax.text(j, i, counts[i, j], ha="center", va="center", fontsize=6.5,
+                color="white" if counts[i, j] > counts.max() / 2 else "black")
+    ax.set(xticks=range(len(counts)), yticks=range(len(counts)), xlabel="predicted digit (matched code)",
+           ylabel="true digit", title=title)
+    return ax
 
 
 def _check_model(model: object) -> None:

@@ -25,6 +25,7 @@ from gstutorial.jointvae import (
     default_train_config,
     kl_per_dimension,
     main,
+    plot_confusion,
     predict_clusters,
     run_cli,
     traverse,
@@ -381,3 +382,20 @@ def test_checkpoint_config_written_before_the_architecture_option_still_resumes(
     with pytest.raises(train.CheckpointMismatchError, match="architecture"):
         train.train(JointVAE(architecture="conv"), train_x, default_train_config(epochs=3, seed=0),
                     out_dir=tmp_path, device="cpu", progress=False)
+
+
+def test_plot_confusion_draws_every_count():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    confusion = np.array([[5, 1, 0], [0, 7, 2], [3, 0, 9]])
+    ax = plot_confusion(confusion, "toy")
+    assert ax.get_title() == "toy" and ax.get_xlabel() == "predicted digit (matched code)"
+    assert sorted(int(t.get_text()) for t in ax.texts) == sorted(confusion.ravel().tolist())
+    dark = [t.get_text() for t in ax.texts if t.get_color() == "white"]
+    assert sorted(dark) == ["5", "7", "9"]            # counts above half the maximum are drawn in white
+    plt.close(ax.figure)
+    with pytest.raises(ValueError, match="square"):
+        plot_confusion(np.zeros((2, 3)), "bad")
