@@ -613,7 +613,16 @@ def run_cli(args: argparse.Namespace) -> int:
 
     Writes ``OUT/checkpoint.pt``, ``history.json``/``.csv``, ``final_metrics.json`` (cluster
     accuracy, confusion matrix) and, with ``--export``, a weights file. Returns the exit status.
+    Subnormals are flushed while it runs (unless ``--keep-subnormals``) and the caller's setting is
+    restored afterwards.
     """
+    from .train import restored_subnormal_mode
+
+    with restored_subnormal_mode():
+        return _run_cli(args)
+
+
+def _run_cli(args: argparse.Namespace) -> int:
     from .train import CHECKPOINT_NAME, configure_cpu, export_weights, load_run_data, train_from_cli
 
     configure_cpu(args)
@@ -651,15 +660,14 @@ def run_cli(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m gstutorial.jointvae`` (the same options as ``gstutorial.train jointvae``)."""
-    from .train import CheckpointMismatchError, restored_subnormal_mode
+    from .train import CheckpointMismatchError
 
     parser = argparse.ArgumentParser(prog="python -m gstutorial.jointvae", description=_DESCRIPTION,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     _add_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        with restored_subnormal_mode():
-            return run_cli(args)
+        return run_cli(args)
     except (ValueError, TypeError, CheckpointMismatchError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

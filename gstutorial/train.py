@@ -599,13 +599,13 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m gstutorial.train``."""
     args = _parser().parse_args(argv)
     try:
-        with restored_subnormal_mode():
-            if args.model == "catvae":
+        if args.model == "catvae":
+            with restored_subnormal_mode():
                 return _run_catvae(args)
-            if args.model == "jointvae":
-                from . import jointvae
+        if args.model == "jointvae":
+            from . import jointvae
 
-                return jointvae.run_cli(args)
+            return jointvae.run_cli(args)  # restores the subnormal mode itself
     except (ValueError, TypeError, CheckpointMismatchError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
