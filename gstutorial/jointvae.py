@@ -56,7 +56,7 @@ from .catvae import check_images, mlp, reconstruction_nll
 from .gumbel import check_temperature, gumbel_softmax
 from .kl import kl_categorical_uniform, kl_normal_std
 from .reparam import reparameterize
-from .utils import atomic_write, get_device, set_seed
+from .utils import atomic_write, get_device, restoring_subnormal_mode, set_seed
 
 __all__ = [
     "PAPER_SETTINGS",
@@ -608,6 +608,7 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+@restoring_subnormal_mode()
 def run_cli(args: argparse.Namespace) -> int:
     """Train a Joint VAE from parsed command-line arguments with :func:`gstutorial.train.train`.
 
@@ -616,13 +617,6 @@ def run_cli(args: argparse.Namespace) -> int:
     Subnormals are flushed while it runs (unless ``--keep-subnormals``) and the caller's setting is
     restored afterwards.
     """
-    from .train import restored_subnormal_mode
-
-    with restored_subnormal_mode():
-        return _run_cli(args)
-
-
-def _run_cli(args: argparse.Namespace) -> int:
     from .train import CHECKPOINT_NAME, configure_cpu, export_weights, load_run_data, train_from_cli
 
     configure_cpu(args)

@@ -88,19 +88,14 @@ def kl_categorical_uniform(logits: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"logits need a non-empty category axis (last axis), got shape {tuple(logits.shape)}")
     log_q = softmax_last(logits, log=True)
     q = log_q.exp()
-    log_k = math.log(logits.shape[-1])
-    if not value_checks_enabled():  # no read-back: the masked-category form, whatever the logits
-        return (q * torch.where(q > 0, log_q, 0.0)).sum(-1) + log_k
-    kl = (q * log_q).sum(-1) + log_k
-    if torch.isnan(kl.sum()):  # one check on the small result: bad logits, or masked categories
+    # a masked category adds 0 · log 0 = 0; the log is replaced (not the product) so that the
+    # gradient is 0 there too instead of 0 · inf = NaN
+    kl = (q * torch.where(q > 0, log_q, 0.0)).sum(-1) + math.log(logits.shape[-1])
+    if value_checks_enabled() and torch.isnan(kl.sum()):  # one check on the small result
         if torch.isnan(logits).any() or torch.isposinf(logits).any():
             raise ValueError("logits contain NaN or +inf; logits must be finite (or -inf for masked categories)")
-        # a masked category adds 0 · log 0 = 0; the log is replaced (not the product) so that the
-        # gradient is 0 there too instead of 0 · inf = NaN
-        kl = (q * torch.where(q > 0, log_q, 0.0)).sum(-1) + log_k
-        if torch.isnan(kl.sum()):
-            raise ValueError("every category of some row is masked with -inf; each row needs at least one "
-                             "finite logit")
+        raise ValueError("every category of some row is masked with -inf; each row needs at least one "
+                         "finite logit")
     return kl
 
 

@@ -32,7 +32,6 @@ Command line (``python -m gstutorial.train --help``; chapter 8 adds the ``jointv
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import dataclasses
 import json
@@ -40,7 +39,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +53,8 @@ from .utils import (
     flush_subnormals,
     get_device,
     progress_disabled,
+    restoring_subnormal_mode,
     set_seed,
-    subnormals_flushed,
     value_checks,
 )
 
@@ -542,6 +541,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+@restoring_subnormal_mode()  # configure_cpu flushes; an in-process caller gets its mode back
 def _run_catvae(args: argparse.Namespace) -> int:
     configure_cpu(args)
     n_lat, k_cat = parse_latent(args.latent)
@@ -584,28 +584,16 @@ def _run_catvae(args: argparse.Namespace) -> int:
     return 0
 
 
-@contextlib.contextmanager
-def restored_subnormal_mode() -> Iterator[None]:
-    """Put the calling thread's subnormal mode back as it was afterwards, so that a command line run
-    in-process (a notebook, a test) does not change the caller's arithmetic."""
-    before = subnormals_flushed()
-    try:
-        yield
-    finally:
-        torch.set_flush_denormal(before)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m gstutorial.train``."""
     args = _parser().parse_args(argv)
     try:
         if args.model == "catvae":
-            with restored_subnormal_mode():
-                return _run_catvae(args)
+            return _run_catvae(args)
         if args.model == "jointvae":
             from . import jointvae
 
-            return jointvae.run_cli(args)  # restores the subnormal mode itself
+            return jointvae.run_cli(args)
     except (ValueError, TypeError, CheckpointMismatchError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["atomic_write", "check_float_tensor", "flush_subnormals", "get_device", "progress_disabled", "set_seed",
-           "subnormals_flushed", "value_checks", "value_checks_enabled"]
+__all__ = ["atomic_write", "check_float_tensor", "flush_subnormals", "get_device", "progress_disabled",
+           "restoring_subnormal_mode", "set_seed", "subnormals_flushed", "value_checks", "value_checks_enabled"]
 
 # per thread (and per asyncio task): training in a background thread leaves other threads' checks on
 _value_checks: contextvars.ContextVar[bool] = contextvars.ContextVar("gstutorial_value_checks", default=True)
@@ -79,6 +79,18 @@ def value_checks(enabled: bool) -> Iterator[None]:
         yield
     finally:
         _value_checks.reset(token)
+
+
+@contextlib.contextmanager
+def restoring_subnormal_mode() -> Iterator[None]:
+    """Put the calling thread's subnormal mode back as it was when the block (or the decorated
+    function) ends, so that code run in-process (a notebook, a test) leaves the caller's arithmetic
+    as it found it."""
+    before = subnormals_flushed()
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(before)
 
 
 def progress_disabled() -> bool:

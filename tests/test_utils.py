@@ -116,3 +116,25 @@ def test_value_checks_switch_belongs_to_the_calling_thread():
         seen["this"] = value_checks_enabled()
     worker.join()
     assert seen == {"this": False, "other": True}
+
+
+def test_restoring_subnormal_mode_as_block_and_decorator():
+    from gstutorial.utils import restoring_subnormal_mode
+
+    if not flush_subnormals(False):
+        pytest.skip("this CPU cannot flush subnormals")
+
+    @restoring_subnormal_mode()
+    def flushing_then_failing():
+        flush_subnormals(True)
+        raise RuntimeError("inside")
+
+    for _ in range(2):  # the decorator works on every call, and on errors
+        with pytest.raises(RuntimeError):
+            flushing_then_failing()
+        assert not subnormals_flushed()
+    flush_subnormals(True)
+    with restoring_subnormal_mode():
+        flush_subnormals(False)
+    assert subnormals_flushed()                  # the flushed mode it found is put back too
+    flush_subnormals(False)
