@@ -16,7 +16,9 @@ the runs are a side experiment (e.g. a different discrete capacity) stored under
 results file, next to the main runs. With ``--restarts R`` each seed trains R runs (training seeds
 S, S + 1000, ...; restart j in ``...-seedS-restartJ``) and keeps the one whose training objective in
 its last epoch is lowest: the choice uses no labels and no test data, and the labels score only the
-run kept (every candidate's numbers are recorded too). Run from the repository root::
+run kept (every candidate's numbers are recorded too). With ``--select-at E`` the objectives compared
+are those of epoch E (every run trains E epochs, and only the one kept trains on to ``--epochs``).
+Run from the repository root::
 
     .venv/bin/python benchmarks/bench_jointvae.py [--seeds 0 1 2] [--epochs 30] [--threads 1]
 """
@@ -61,21 +63,38 @@ def train_one(seed: int, epochs: int, out: Path, extra: list[str]) -> dict:
                         for row in history]}
 
 
-def run_seed(seed: int, epochs: int, out_root: str, tag: str, extra: list[str], restarts: int = 1) -> dict:
+def run_seed(seed: int, epochs: int, out_root: str, tag: str, extra: list[str], restarts: int = 1,
+             select_at: int | None = None) -> dict:
     """Train ``restarts`` runs for benchmark seed ``seed`` (training seeds seed, seed + 1000, ...) and
-    keep the one with the lowest training objective in its last epoch — a label-free choice; the
-    labels only score the run kept. With one restart this is just the run."""
+    keep the one with the lowest training objective — a label-free choice; the labels only score the
+    run kept. The objective compared is that of the last epoch, or with ``select_at`` that of epoch
+    ``select_at``: then every run trains that many epochs and only the one kept goes on to ``epochs``
+    (a run already trained further is read from its history). With one restart this is just the run."""
     base = f"jointvae-seed{seed}" if tag == "main" else f"jointvae-{tag}-seed{seed}"
-    candidates = [train_one(seed + RESTART_STRIDE * j, epochs,
-                            Path(out_root) / (base if j == 0 else f"{base}-restart{j}"), extra)
+    dirs = [Path(out_root) / (base if j == 0 else f"{base}-restart{j}") for j in range(restarts)]
+    seeds = [seed + RESTART_STRIDE * j for j in range(restarts)]
+    candidates = [train_one(seeds[j], epochs if select_at is None else select_at, dirs[j], extra)
                   for j in range(restarts)]
-    best = min(range(restarts), key=lambda j: candidates[j]["final_train_loss"])
+    if select_at is None:
+        best = min(range(restarts), key=lambda j: candidates[j]["final_train_loss"])
+    else:
+        for c in candidates:
+            at = c["history"][select_at - 1]
+            c["select_train_loss"], c["select_cluster_accuracy"] = at["loss"], at.get("test_cluster_acc")
+        best = min(range(restarts), key=lambda j: candidates[j]["select_train_loss"])
+        candidates[best] = {**train_one(seeds[best], epochs, dirs[best], extra),
+                            **{k: candidates[best][k] for k in ("select_train_loss", "select_cluster_accuracy")}}
     row = {**candidates[best], "seed": seed}
     if restarts > 1:
         row["selected_restart"] = best
-        row["train_wall_s"] = round(sum(c["train_wall_s"] for c in candidates), 1)  # the cost of all of them
-        row["restarts"] = [{k: c[k] for k in ("seed", "final_train_loss", "cluster_accuracy", "test_recon",
-                                              "train_wall_s", "command")} for c in candidates]
+        # the cost of all of them; with select_at, the runs not kept count only up to epoch select_at
+        # (a run that was trained further for another experiment is charged what this protocol needs)
+        row["train_wall_s"] = round(sum(c["train_wall_s"] if select_at is None or j == best
+                                        else c["history"][select_at - 1]["elapsed_s"]
+                                        for j, c in enumerate(candidates)), 1)
+        keys = ("seed", "epochs", "final_train_loss", "cluster_accuracy", "test_recon", "train_wall_s", "command",
+                "select_train_loss", "select_cluster_accuracy")
+        row["restarts"] = [{k: c[k] for k in keys if k in c} for c in candidates]
     return row
 
 
@@ -93,25 +112,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--note", default="", help="one line describing the variant")
     parser.add_argument("--restarts", type=int, default=1,
                         help="runs per seed; the one with the lowest final training objective is kept (no labels)")
+    parser.add_argument("--select-at", type=int, default=None, metavar="E",
+                        help="with --restarts: compare the training objectives of epoch E instead of the last "
+                             "epoch; every run trains E epochs and only the one kept trains on to --epochs")
     args, extra = parser.parse_known_args(argv)
     if args.restarts < 1:
         raise SystemExit(f"--restarts must be >= 1, got {args.restarts}")
+    if args.select_at is not None and not 1 <= args.select_at <= args.epochs:
+        raise SystemExit(f"--select-at must be in [1, --epochs = {args.epochs}], got {args.select_at}")
     torch.set_num_threads(args.threads)
 
     results_path = Path(args.results)
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     runs = []
     for seed in args.seeds:
-        row = run_seed(seed, args.epochs, args.out_root, args.variant, extra, args.restarts)
+        row = run_seed(seed, args.epochs, args.out_root, args.variant, extra, args.restarts, args.select_at)
         runs.append(row)
         chosen = "" if args.restarts == 1 else (
             f" (restart {row['selected_restart']} of " + ", ".join(
-                f"loss {c['final_train_loss']:.2f} / accuracy {c['cluster_accuracy']:.4f}" for c in row["restarts"]) + ")")
+                f"loss {c.get('select_train_loss', c['final_train_loss']):.2f} / accuracy {c['cluster_accuracy']:.4f}"
+                for c in row["restarts"]) + ")")
         print(f"[{args.variant}] seed {seed}: cluster accuracy {row['cluster_accuracy']:.4f}{chosen}, "
               f"training wall time {row['train_wall_s']:.0f} s ({row['epochs']} epochs)", flush=True)
     accs = [r["cluster_accuracy"] for r in runs]
     summary = {"seeds": args.seeds, "epochs": args.epochs, "model_options": extra, "note": args.note,
-               "restarts": args.restarts,
+               "restarts": args.restarts, "select_at": args.select_at,
                "cluster_accuracy_per_seed": accs, "cluster_accuracy_mean": statistics.fmean(accs),
                "cluster_accuracy_min": min(accs),
                "train_wall_s_per_seed": [r["train_wall_s"] for r in runs],
