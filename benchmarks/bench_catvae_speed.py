@@ -23,7 +23,7 @@ model on this CPU — and how close the trainer gets to it; and a fuller floor, 
 fused Adam update and the step's random numbers (see :func:`floor_epoch`), which bounds the speed-up
 any implementation with the same per-step math could reach against the reference.
 
-The three measurements are interleaved for several rounds in one process, so that a machine shared
+The four measurements are interleaved for several rounds in one process, so that a machine shared
 with other work slows them alike; medians are reported. Run from the repository root::
 
     .venv/bin/python benchmarks/bench_catvae_speed.py [--rounds 3] [--data-root data]
@@ -32,7 +32,7 @@ Subnormal floats: after a few hundred steps many of Adam's moment estimates (tho
 gradient is zero on almost every step: into hidden units that have stopped firing, from pixels that
 are almost never on) decay below 1.2e-38, where x86 arithmetic is many times slower, and both loops'
 epochs after the first slow down. ``--flush-subnormals`` turns on flush-to-zero for the whole process
-before anything runs, for all three measurements alike (as ``python -m gstutorial.train`` does for
+before anything runs, for all four measurements alike (as ``python -m gstutorial.train`` does for
 training), which changes results only below 1.2e-38.
 """
 
@@ -119,9 +119,9 @@ def main() -> None:
     parser.add_argument("--data-root", default="data")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     parser.add_argument("--flush-subnormals", action="store_true",
-                        help="flush subnormal floats to zero in all three measurements (set before anything runs)")
+                        help="flush subnormal floats to zero in all four measurements (set before anything runs)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads for all three measurements (default: PyTorch's choice)")
+                        help="torch CPU threads for all four measurements (default: PyTorch's choice)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
