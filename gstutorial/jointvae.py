@@ -119,15 +119,17 @@ def _check_positive(value: object, name: str) -> float:
     return value
 
 
-def capacity_at(step: int, max_capacity: float, num_iters: int) -> float:
-    """The capacity target ``C(t) = C_max · min(t / num_iters, 1)`` in nats at global step ``t``.
+def capacity_at(step: int, max_capacity: float, num_iters: int, delay: int = 0) -> float:
+    """The capacity target ``C(t) = C_max · clip((t - delay) / num_iters, 0, 1)`` in nats at step ``t``.
 
-    It rises linearly from 0 at step 0 to ``max_capacity`` at step ``num_iters`` and stays there.
+    It is held at 0 for the first ``delay`` steps (0 by default: no hold), then rises linearly to
+    ``max_capacity`` at step ``delay + num_iters`` and stays there.
     """
     step = _check_int(step, "step", 0)
     max_capacity = _check_nonnegative(max_capacity, "max_capacity")
     num_iters = _check_int(num_iters, "num_iters", 1)
-    return max_capacity * min(step / num_iters, 1.0)
+    delay = _check_int(delay, "delay", 0)
+    return max_capacity * min(max(step - delay, 0) / num_iters, 1.0)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -173,6 +175,8 @@ class JointVAE(nn.Module):
     cont_capacity, disc_capacity : maximal capacities C_max in nats (paper: 5 and 5; the discrete
         target is capped at log K, so 5 nats means "all of log 10 ≈ 2.30").
     cont_iters, disc_iters : iterations over which each capacity rises linearly from 0 (paper: 25,000).
+    cont_delay : iterations the continuous capacity is held at 0 before it starts to rise (paper: 0,
+        no hold), so that the discrete code can take up the class first.
     cont_gamma, disc_gamma : γ, the weight of each capacity penalty (paper: 30).
     input_dim : pixels per image (784 for MNIST).
     hidden : widths of the encoder's hidden layers; the decoder mirrors them (``"mlp"`` only).
@@ -184,7 +188,7 @@ class JointVAE(nn.Module):
 
     def __init__(self, continuous_dim: int = 10, num_categories: int = 10, *,
                  cont_capacity: float = 5.0, disc_capacity: float = 5.0,
-                 cont_iters: int = 25_000, disc_iters: int = 25_000,
+                 cont_iters: int = 25_000, disc_iters: int = 25_000, cont_delay: int = 0,
                  cont_gamma: float = 30.0, disc_gamma: float = 30.0,
                  input_dim: int = 784, hidden: Sequence[int] = (512, 256), architecture: str = "mlp") -> None:
         super().__init__()
@@ -194,6 +198,7 @@ class JointVAE(nn.Module):
         self.disc_capacity = _check_nonnegative(disc_capacity, "disc_capacity")
         self.cont_iters = _check_int(cont_iters, "cont_iters", 1)
         self.disc_iters = _check_int(disc_iters, "disc_iters", 1)
+        self.cont_delay = _check_int(cont_delay, "cont_delay", 0)
         self.cont_gamma = _check_positive(cont_gamma, "cont_gamma")
         self.disc_gamma = _check_positive(disc_gamma, "disc_gamma")
         self.input_dim = _check_int(input_dim, "input_dim", 1)
@@ -225,7 +230,7 @@ class JointVAE(nn.Module):
         return {"model": self.name, "continuous_dim": self.continuous_dim,
                 "num_categories": self.num_categories,
                 "cont_capacity": self.cont_capacity, "disc_capacity": self.disc_capacity,
-                "cont_iters": self.cont_iters, "disc_iters": self.disc_iters,
+                "cont_iters": self.cont_iters, "disc_iters": self.disc_iters, "cont_delay": self.cont_delay,
                 "cont_gamma": self.cont_gamma, "disc_gamma": self.disc_gamma,
                 "input_dim": self.input_dim, "hidden": list(self.hidden), "architecture": self.architecture}
 
@@ -241,7 +246,8 @@ class JointVAE(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"continuous={self.continuous_dim}, discrete={self.num_categories}, "
-                f"C_cont={self.cont_capacity:g}/{self.cont_iters}, C_disc={self.disc_capacity:g}/"
+                f"C_cont={self.cont_capacity:g}/{self.cont_iters}"
+                + (f" after {self.cont_delay}" if self.cont_delay else "") + f", C_disc={self.disc_capacity:g}/"
                 f"{self.disc_iters} (cap log K={math.log(self.num_categories):.3f}), "
                 f"gamma=({self.cont_gamma:g}, {self.disc_gamma:g})"
                 + (", architecture='conv'" if self.architecture == "conv" else ""))
@@ -249,7 +255,7 @@ class JointVAE(nn.Module):
     # ---------------------------------------------------------------------------------------------
     def capacities(self, step: int) -> tuple[float, float]:
         """``(C_cont(step), C_disc(step))`` in nats; the discrete target never exceeds ``log K``."""
-        c_cont = capacity_at(step, self.cont_capacity, self.cont_iters)
+        c_cont = capacity_at(step, self.cont_capacity, self.cont_iters, self.cont_delay)
         c_disc = min(capacity_at(step, self.disc_capacity, self.disc_iters), math.log(self.num_categories))
         return c_cont, c_disc
 
@@ -576,6 +582,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--disc-capacity", type=float, default=s["disc_capacity"],
                    help="C_max of the discrete KL (nats; the target is capped at log K)")
     p.add_argument("--cont-iters", type=int, default=s["cont_iters"], help="steps for C_cont to rise from 0 to its max")
+    p.add_argument("--cont-delay", type=int, default=0,
+                   help="steps C_cont is held at 0 before it starts to rise (0: no hold, as in the paper)")
     p.add_argument("--disc-iters", type=int, default=s["disc_iters"], help="steps for C_disc to rise from 0 to its max")
     p.add_argument("--cont-gamma", type=float, default=s["cont_gamma"], help="gamma of the continuous capacity penalty")
     p.add_argument("--disc-gamma", type=float, default=s["disc_gamma"], help="gamma of the discrete capacity penalty")
@@ -628,7 +636,8 @@ def run_cli(args: argparse.Namespace) -> int:
     set_seed(args.seed)
     model = JointVAE(args.continuous_dim, args.num_categories, cont_capacity=args.cont_capacity,
                      disc_capacity=args.disc_capacity, cont_iters=args.cont_iters, disc_iters=args.disc_iters,
-                     cont_gamma=args.cont_gamma, disc_gamma=args.disc_gamma, architecture=args.architecture)
+                     cont_delay=args.cont_delay, cont_gamma=args.cont_gamma, disc_gamma=args.disc_gamma,
+                     architecture=args.architecture)
     train_x, test_x, test_y = load_run_data(args, device)
     model.set_eval_labels(test_y)
     result = train_from_cli(model, config, train_x, test_x, out, args, device, f"JointVAE({model.extra_repr()})")

@@ -55,6 +55,25 @@ def test_capacity_at_zero_capacity_and_one_iteration():
     assert capacity_at(1, 3.0, 1) == 3.0
 
 
+@pytest.mark.parametrize(("step", "expected"), [(0, 0.0), (999, 0.0), (1000, 0.0), (1001, 5.0 / 25_000),
+                                                (13_500, 2.5), (26_000, 5.0), (10**6, 5.0)])
+def test_capacity_at_holds_at_zero_for_the_delay_then_ramps(step, expected):
+    assert capacity_at(step, 5.0, 25_000, delay=1000) == pytest.approx(expected, abs=1e-12)
+
+
+def test_cont_delay_holds_only_the_continuous_capacity():
+    model = JointVAE(4, 10, cont_iters=100, disc_iters=100, cont_delay=50, **SMALL)
+    assert model.capacities(40) == (0.0, pytest.approx(2.0))
+    assert model.capacities(50)[0] == 0.0
+    assert model.capacities(75) == (pytest.approx(1.25), pytest.approx(math.log(10)))
+    assert model.capacities(150)[0] == pytest.approx(5.0)
+    assert JointVAE.from_config(model.config()).cont_delay == 50
+    assert "after 50" in repr(model)
+    # a configuration saved before the option existed rebuilds with no hold
+    old = {k: v for k, v in model.config().items() if k != "cont_delay"}
+    assert JointVAE.from_config(old).capacities(10) == (pytest.approx(0.5), pytest.approx(0.5))
+
+
 def test_discrete_capacity_is_capped_at_log_k():
     model = JointVAE(4, 10, disc_capacity=5.0, disc_iters=1000, **SMALL)
     assert model.capacities(0) == (0.0, 0.0)
@@ -67,7 +86,8 @@ def test_discrete_capacity_is_capped_at_log_k():
 
 @pytest.mark.parametrize(("args", "error"), [((-1, 5.0, 10), ValueError), ((0, -0.1, 10), ValueError),
                                              ((0, 5.0, 0), ValueError), ((0, float("nan"), 10), ValueError),
-                                             ((1.5, 5.0, 10), TypeError), ((0, 5.0, 2.0), TypeError)])
+                                             ((1.5, 5.0, 10), TypeError), ((0, 5.0, 2.0), TypeError),
+                                             ((0, 5.0, 10, -1), ValueError)])
 def test_capacity_at_rejects_bad_arguments(args, error):
     with pytest.raises(error):
         capacity_at(*args)
@@ -170,7 +190,7 @@ def test_traverse_rows_are_the_decoded_codes():
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"cont_capacity": -1.0}, "cont_capacity"), ({"disc_capacity": -0.5}, "disc_capacity"),
     ({"cont_gamma": 0.0}, "cont_gamma"), ({"disc_gamma": -30.0}, "disc_gamma"),
-    ({"cont_iters": 0}, "cont_iters"), ({"num_categories": 1}, "num_categories"),
+    ({"cont_iters": 0}, "cont_iters"), ({"cont_delay": -1}, "cont_delay"), ({"num_categories": 1}, "num_categories"),
     ({"continuous_dim": 0}, "continuous_dim"), ({"hidden": ()}, "hidden"),
 ])
 def test_constructor_rejects_bad_arguments(kwargs, match):
