@@ -176,7 +176,7 @@ class JointVAE(nn.Module):
         target is capped at log K, so 5 nats means "all of log 10 ≈ 2.30").
     cont_iters, disc_iters : iterations over which each capacity rises linearly from 0 (paper: 25,000).
     cont_delay : iterations the continuous capacity is held at 0 before it starts to rise (paper: 0,
-        no hold), so that the discrete code can take up the class first.
+        no hold); meanwhile the discrete code is all the decoder gets (a test of chapter 8).
     cont_gamma, disc_gamma : γ, the weight of each capacity penalty (paper: 30).
     input_dim : pixels per image (784 for MNIST).
     hidden : widths of the encoder's hidden layers; the decoder mirrors them (``"mlp"`` only).
