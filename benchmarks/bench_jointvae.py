@@ -58,6 +58,10 @@ def train_one(seed: int, epochs: int, out: Path, extra: list[str]) -> dict:
             "final_train_loss": history[-1]["loss"],
             "test_recon": final["test_recon"], "test_kl_cont": final["test_kl_cont"],
             "test_kl_disc": final["test_kl_disc"], "confusion": final["confusion"],
+            # runs trained on grey levels (--intensities) are scored on grey levels; this is the same
+            # model scored on the fixed binarization the other runs use
+            **({"cluster_accuracy_binarized_test": final["cluster_accuracy_binarized_test"]}
+               if "cluster_accuracy_binarized_test" in final else {}),
             "history": [{k: row[k] for k in ("epoch", "step", "loss", "recon", "kl_cont", "kl_disc", "c_cont",
                                              "c_disc", "test_cluster_acc", "elapsed_s") if k in row}
                         for row in history]}

@@ -100,7 +100,8 @@ def _check_latent(latent_dim: int, num_categories: int) -> None:
 
 
 def check_images(x: torch.Tensor, input_dim: int, binary: bool | str = True) -> None:
-    """Validate a batch of flattened images ``(batch, input_dim)``; ``binary`` also checks 0/1 pixels."""
+    """Validate a batch of flattened images ``(batch, input_dim)``; ``binary`` checks 0/1 pixels, else
+    values in [0, 1] (both only while value checks are on)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"images must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
@@ -117,6 +118,9 @@ def check_images(x: torch.Tensor, input_dim: int, binary: bool | str = True) -> 
         raise ValueError("images must be binarized (every pixel 0 or 1): the reconstruction term is a "
                          "Bernoulli log-likelihood; binarize with gstutorial.data.binarize_dynamic (training) "
                          "or load_mnist(binarize='fixed') (evaluation)")
+    if not binary and value_checks_enabled() and not bool(((x >= 0) & (x <= 1)).all()):  # also catches NaN
+        raise ValueError("images must hold pixel values in [0, 1] (binarized, or grey levels as "
+                         "load_mnist(binarize='none') returns them), without NaN")
 
 
 def _check_codes(z: torch.Tensor, latent_dim: int, num_categories: int) -> None:

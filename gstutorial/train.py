@@ -11,7 +11,7 @@ so chapter 8's Joint VAE reuses it unchanged. What the engine does:
 
 * data stays resident as one tensor on the training device; each epoch draws a permutation and
   slices batches by index (no ``DataLoader``, no per-sample transforms); every batch is binarized
-  afresh (dynamic binarization: pixel = [u < intensity], u uniform);
+  afresh (dynamic binarization: pixel = [u < intensity], u uniform) unless ``binarize=False``;
 * Adam (the fused kernel where the device has one — same update, fewer kernel launches);
 * the temperature follows the **global step**: τ_t = max(τ_min, τ_0·exp(−r·t)) refreshed every M
   steps (:func:`temperature_at`), never reset at an epoch boundary;
@@ -104,6 +104,7 @@ class TrainConfig:
     seed: int = 0
     eval_every: int = 1          # evaluate on the test set every this many epochs (and at the end)
     eval_seed: int = 12345       # seed of the evaluation's own generator
+    binarize: bool = True        # binarize each batch afresh; False trains on the intensities themselves
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "anneal_every", "eval_every"):
@@ -117,6 +118,8 @@ class TrainConfig:
         if not (isinstance(self.anneal_rate, (int, float)) and math.isfinite(self.anneal_rate)
                 and self.anneal_rate >= 0):
             raise ValueError(f"anneal_rate must be a finite number >= 0, got {self.anneal_rate!r}")
+        if not isinstance(self.binarize, bool):
+            raise ValueError(f"binarize must be True or False, got {self.binarize!r}")
         if self.tau_min > self.tau0:
             raise ValueError(f"tau_min ({self.tau_min}) must not exceed tau0 ({self.tau0}); for a fixed "
                              "temperature set tau_min = tau0 or anneal_rate = 0")
@@ -191,7 +194,9 @@ def _check_compatible(state: dict, model: nn.Module, config: TrainConfig, finger
     except (KeyError, TypeError, ValueError):
         pass  # an unknown model or option: compare the raw dicts, which names the difference
     problems = _differences(saved, model.config())
-    problems += _differences(state["train_config"], dataclasses.asdict(config), skip=("epochs", "eval_every"))
+    # fields added to TrainConfig later take their defaults in older checkpoints
+    saved_train = {**dataclasses.asdict(TrainConfig()), **state["train_config"]}
+    problems += _differences(saved_train, dataclasses.asdict(config), skip=("epochs", "eval_every"))
     if state["data_fingerprint"] != fingerprint:
         problems.append(f"training data: checkpoint has (n, d, pixel sum) = {state['data_fingerprint']}, "
                         f"requested {fingerprint}")
@@ -318,7 +323,8 @@ def train(model: nn.Module, train_x: torch.Tensor, config: TrainConfig | None = 
     ----------
     model : a module with ``loss(x, temperature, generator, step)`` and ``config()``, optionally
         ``evaluate(x, temperature, generator)`` (see the module docstring). Trained in place.
-    train_x : ``(n, pixels)`` intensities in [0, 1]; each batch is binarized afresh.
+    train_x : ``(n, pixels)`` intensities in [0, 1]; each batch is binarized afresh (unless
+        ``config.binarize`` is False: then the model sees the intensities themselves).
     config : :class:`TrainConfig` (default: the paper's settings).
     test_x : ``(m, pixels)`` fixed binarization of the test set; evaluated every
         ``config.eval_every`` epochs and after the last one with ``model.evaluate`` at the current τ.
@@ -396,8 +402,9 @@ def train(model: nn.Module, train_x: torch.Tensor, config: TrainConfig | None = 
         with value_checks(False):
             for b in range(steps_per_epoch):
                 tau = config.temperature(step)  # global-step schedule, piecewise constant
-                x = _binarize(train_x.index_select(0, perm[b * config.batch_size:(b + 1) * config.batch_size]),
-                              data_gen)
+                x = train_x.index_select(0, perm[b * config.batch_size:(b + 1) * config.batch_size])
+                if config.binarize:
+                    x = _binarize(x, data_gen)
                 terms = model.loss(x, tau, noise_gen, step)
                 optimizer.zero_grad(set_to_none=True)
                 terms["loss"].backward()
@@ -478,16 +485,17 @@ def configure_cpu(args: argparse.Namespace) -> None:
         flush_subnormals()
 
 
-def load_run_data(args: argparse.Namespace, device: torch.device,
+def load_run_data(args: argparse.Namespace, device: torch.device, test_binarize: str = "fixed",
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """MNIST for a command-line run: training intensities (the first ``--train-size`` images when
-    given), and the fixed binarization of the test set with its labels."""
+    given), and the test set with its labels: its fixed binarization (``test_binarize="fixed"``) or
+    its intensities (``"none"``, for a model trained on intensities)."""
     train_x, _ = load_mnist("train", args.data_root, device=device)
     if args.train_size is not None:
         if not 1 <= args.train_size <= train_x.shape[0]:
             raise ValueError(f"--train-size must be in [1, {train_x.shape[0]}], got {args.train_size}")
         train_x = train_x[:args.train_size]
-    test_x, test_y = load_mnist("test", args.data_root, binarize="fixed", seed=0, device=device)
+    test_x, test_y = load_mnist("test", args.data_root, binarize=test_binarize, seed=0, device=device)
     return train_x, test_x, test_y
 
 

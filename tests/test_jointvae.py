@@ -120,6 +120,19 @@ def test_loss_terms_match_the_package_kls_and_the_formula():
     torch.testing.assert_close(terms["loss"], expected)
 
 
+def test_grey_levels_are_accepted_and_scored_by_cross_entropy():
+    """Dupont's data: intensities in [0, 1] as soft targets of the same summed cross-entropy."""
+    torch.manual_seed(0)
+    model = JointVAE(**SMALL).eval()
+    x = torch.rand(3, 784)
+    terms = model.loss(x, 0.67, None, 0)
+    recon_logits = model(x, 0.67)[0]
+    p = torch.sigmoid(recon_logits.double())
+    expected = -(x * p.log() + (1 - x) * (1 - p).log()).sum(1).mean()
+    torch.testing.assert_close(terms["recon"].double(), expected, rtol=1e-5, atol=1e-4)
+    assert model.evaluate(x, 0.67)["recon"] == pytest.approx(expected.item(), rel=1e-5)
+
+
 def test_reconstruction_is_a_summed_bernoulli_nll_in_nats():
     """Σ_pixels of −[x log p + (1−x) log(1−p)], averaged over images — never a per-pixel mean."""
     torch.manual_seed(0)
@@ -208,8 +221,11 @@ def test_loss_rejects_bad_images_and_steps():
     model = JointVAE(**SMALL)
     with pytest.raises(ValueError, match=r"\(batch, 784\)"):
         model.loss(torch.zeros(2, 28, 28), 0.67, None, 0)
-    with pytest.raises(ValueError, match="binarized"):
-        model.loss(torch.full((2, 784), 0.5), 0.67, None, 0)
+    for bad in (1.5, -0.1, float("nan")):
+        with pytest.raises(ValueError, match=r"pixel values in \[0, 1\]"):
+            model.loss(torch.full((2, 784), bad), 0.67, None, 0)
+        with pytest.raises(ValueError, match=r"pixel values in \[0, 1\]"):
+            model.evaluate(torch.full((2, 784), bad), 0.67)
     with pytest.raises(TypeError, match="floating-point"):
         model.loss(torch.zeros(2, 784, dtype=torch.long), 0.67, None, 0)
     with pytest.raises(ValueError, match="step"):
@@ -356,6 +372,18 @@ def test_command_line(mnist_raw, tmp_path, capsys):
     final = json.loads((tmp_path / "run" / "final_metrics.json").read_text())
     assert 0 <= final["cluster_accuracy"] <= 1 and np.array(final["confusion"]).sum() == 10_000
     assert (tmp_path / "w.pt").is_file()
+    assert final["test_set"].startswith("MNIST test, fixed binarization")
+
+    # --intensities: trained and scored on grey levels; the run's checkpoint records it
+    grey = parser.parse_args(["jointvae", "--epochs", "1", "--train-size", "128", "--out", str(tmp_path / "grey"),
+                              "--data-root", str(mnist_raw.parents[1]), "--device", "cpu", "--quiet",
+                              "--intensities"])
+    assert run_cli(grey) == 0
+    final = json.loads((tmp_path / "grey" / "final_metrics.json").read_text())
+    assert final["test_set"].startswith("MNIST test, intensities") and np.array(final["confusion"]).sum() == 10_000
+    assert train.load_checkpoint(tmp_path / "grey" / "checkpoint.pt")["train_config"]["binarize"] is False
+    assert 0 <= final["cluster_accuracy_binarized_test"] <= 1
+    assert "cluster_accuracy_binarized_test" not in json.loads((tmp_path / "run" / "final_metrics.json").read_text())
 
     assert main(["--epochs", "1", "--temperature", "0", "--out", str(tmp_path / "bad")]) == 2
     assert "temperature" in capsys.readouterr().err

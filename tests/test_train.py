@@ -88,6 +88,7 @@ def test_schedule_bad_arguments():
     ({"tau_min": 2.0}, "tau_min .* must not exceed tau0"),
     ({"anneal_rate": -1.0}, "anneal_rate"),
     ({"anneal_every": 0}, "anneal_every"),
+    ({"binarize": "yes"}, "binarize must be True or False"),
 ])
 def test_bad_config(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -281,6 +282,49 @@ def test_engine_steps_never_read_values_back(mnist, name):
         totals.append(dict(counted))
     assert totals[0] == totals[1], f"host traffic grows with the number of steps: {totals}"
     assert totals[0]["_local_scalar_dense"] <= 4
+
+
+class Recorder(CategoricalVAE):
+    """Keeps every batch its loss sees."""
+
+    def loss(self, x, temperature, generator=None, step=0):
+        self.seen.append(x.clone())
+        return super().loss(x, temperature, generator, step)
+
+
+def test_binarize_false_trains_on_the_intensities_themselves(tmp_path, mnist):
+    train_x, _ = mnist
+    data = train_x[:200]
+
+    def batches(binarize: bool) -> torch.Tensor:
+        torch.manual_seed(0)
+        model = Recorder(8, 4, hidden=(64, 32))
+        model.seen = []
+        # (the engine turns value checks off, so CategoricalVAE's loss lets grey levels through here)
+        train(model, data, TrainConfig(epochs=1, seed=5, binarize=binarize), progress=False)
+        return torch.cat(model.seen)
+
+    grey, binary = batches(False), batches(True)
+    # the same permutation of the same rows: grey levels as stored, and their binarization
+    assert grey.shape == binary.shape == data.shape
+    assert sorted(map(tuple, grey.tolist())) == sorted(map(tuple, data.tolist()))
+    assert ((grey > 0) & (grey < 1)).any() and set(binary.unique().tolist()) == {0.0, 1.0}
+    assert torch.equal(binary[grey == 0], torch.zeros_like(binary[grey == 0]))
+    assert torch.equal(binary[grey == 1], torch.ones_like(binary[grey == 1]))
+
+
+def test_binarize_is_part_of_the_checkpoint_and_older_checkpoints_default_to_true(tmp_path, mnist):
+    train_x, _ = mnist
+    data = train_x[:200]
+    train(small_model(), data, TrainConfig(epochs=1), out_dir=tmp_path, progress=False)
+    with pytest.raises(CheckpointMismatchError, match="binarize: checkpoint has True, requested False"):
+        train(small_model(), data, TrainConfig(epochs=2, binarize=False), out_dir=tmp_path, progress=False)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    del state["train_config"]["binarize"]               # the configuration as older code wrote it
+    torch.save(state, tmp_path / "checkpoint.pt")
+    assert train(small_model(), data, TrainConfig(epochs=2), out_dir=tmp_path, progress=False).step == 4
+    with pytest.raises(CheckpointMismatchError, match="binarize: checkpoint has True, requested False"):
+        train(small_model(), data, TrainConfig(epochs=3, binarize=False), out_dir=tmp_path, progress=False)
 
 
 def test_binarization_is_a_bernoulli_draw_of_the_intensities():
