@@ -326,8 +326,9 @@ def train(model: nn.Module, train_x: torch.Tensor, config: TrainConfig | None = 
     train_x : ``(n, pixels)`` intensities in [0, 1]; each batch is binarized afresh (unless
         ``config.binarize`` is False: then the model sees the intensities themselves).
     config : :class:`TrainConfig` (default: the paper's settings).
-    test_x : ``(m, pixels)`` fixed binarization of the test set; evaluated every
-        ``config.eval_every`` epochs and after the last one with ``model.evaluate`` at the current τ.
+    test_x : ``(m, pixels)`` test images in the form the model trains on (a fixed binarization, or
+        the intensities when ``config.binarize`` is False); evaluated every ``config.eval_every``
+        epochs and after the last one with ``model.evaluate`` at the current τ.
     out_dir : where ``checkpoint.pt``, ``history.json`` and ``history.csv`` go. ``None`` keeps
         everything in memory (no checkpoints).
     resume : continue from ``out_dir/checkpoint.pt`` when it exists (it must have been written
