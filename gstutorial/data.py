@@ -40,6 +40,7 @@ __all__ = [
     "fetch_mnist",
     "load_mnist",
     "mnist_raw_dir",
+    "resize_images",
     "resolve_data_root",
 ]
 
@@ -268,6 +269,28 @@ def binarize_fixed(images: torch.Tensor, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     uniform = torch.rand(images.shape, generator=generator, dtype=torch.float64)
     return (uniform < images.detach().cpu().double()).to(images.dtype).to(images.device)
+
+
+def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize flattened square images ``(N, side²)`` to ``(N, size²)`` by bilinear interpolation.
+
+    For intensities in [0, 1] (resize before binarizing). Dupont's MNIST loader resizes 28×28 to
+    32×32 this way (torchvision's ``Resize``); ours interpolates the float intensities directly
+    (``align_corners=False``), so its values are not rounded to 1/255 steps.
+    """
+    if not isinstance(images, torch.Tensor) or not images.is_floating_point():
+        raise TypeError("images must be a floating-point torch.Tensor of shape (N, side*side)")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"size must be a positive int (pixels per side), got {size!r}")
+    side = round(images.shape[-1] ** 0.5) if images.ndim == 2 else 0
+    if images.ndim != 2 or side * side != images.shape[1]:
+        raise ValueError(f"images must have shape (N, side*side) (flattened square images), "
+                         f"got {tuple(images.shape)}")
+    if side == size:
+        return images
+    square = images.view(-1, 1, side, side)
+    resized = torch.nn.functional.interpolate(square, size=(size, size), mode="bilinear", align_corners=False)
+    return resized.clamp_(0.0, 1.0).reshape(images.shape[0], size * size)
 
 
 def binarize_dynamic(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

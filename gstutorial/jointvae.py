@@ -3,7 +3,7 @@
 The encoder maps an image to the mean and log-variance of a diagonal Gaussian over ``D`` continuous
 latents (``continuous_dim``) and to ``K`` *unconstrained* logits of one categorical latent
 (``num_categories``). The decoder sees the concatenation ``[z_cont, z_disc]`` (``D + K`` numbers)
-and returns 784 Bernoulli logits.
+and returns one Bernoulli logit per pixel (784 for MNIST).
 
 Objective (nats per image, averaged over the batch), at global training step ``t``::
 
@@ -53,7 +53,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from .catvae import check_images, mlp, reconstruction_nll
-from .data import load_mnist
+from .data import binarize_fixed
 from .gumbel import check_temperature, gumbel_softmax
 from .kl import kl_categorical_uniform, kl_normal_std
 from .reparam import reparameterize
@@ -137,32 +137,41 @@ def capacity_at(step: int, max_capacity: float, num_iters: int, delay: int = 0) 
 # The model
 # --------------------------------------------------------------------------------------------------
 
-ARCHITECTURES = ("mlp", "conv")
+ARCHITECTURES = ("mlp", "conv", "conv32")
+#: Image side each convolutional architecture reads (``"mlp"`` takes any ``input_dim``).
+IMAGE_SIZE = {"conv": 28, "conv32": 32}
 
 
-def conv_encoder(out_features: int) -> nn.Sequential:
-    """Convolutional encoder for 28×28 images, ``(B, 784) -> (B, out_features)``.
+def conv_encoder(out_features: int, image_size: int = 28) -> nn.Sequential:
+    """Convolutional encoder, ``(B, image_size²) -> (B, out_features)``.
 
-    Three stride-2 convolutions (28 -> 14 -> 7 -> 4 pixels; 32, 32, 64 channels) and two linear
-    layers (1024 -> 256 -> ``out_features``), ReLU between, nothing after the last: the layout of
-    Dupont's MNIST network, adapted from 32×32 to 28×28 inputs.
+    Three stride-2 convolutions (32, 32, 64 channels) and two linear layers (1024 -> 256 ->
+    ``out_features``), ReLU between, nothing after the last: the layout of Dupont's MNIST network.
+    ``image_size=32`` is his network as published (4×4 kernels; 32 -> 16 -> 8 -> 4 pixels);
+    ``image_size=28`` adapts it to MNIST's own size (28 -> 14 -> 7 -> 4, the third kernel 3×3).
     """
+    if image_size not in (28, 32):
+        raise ValueError(f"image_size must be 28 or 32, got {image_size!r}")
+    last_kernel = 3 if image_size == 28 else 4
     return nn.Sequential(
-        nn.Unflatten(1, (1, 28, 28)),
-        nn.Conv2d(1, 32, 4, stride=2, padding=1), nn.ReLU(),    # 14×14
-        nn.Conv2d(32, 32, 4, stride=2, padding=1), nn.ReLU(),   # 7×7
-        nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),   # 4×4
+        nn.Unflatten(1, (1, image_size, image_size)),
+        nn.Conv2d(1, 32, 4, stride=2, padding=1), nn.ReLU(),             # 14×14 (16×16)
+        nn.Conv2d(32, 32, 4, stride=2, padding=1), nn.ReLU(),            # 7×7 (8×8)
+        nn.Conv2d(32, 64, last_kernel, stride=2, padding=1), nn.ReLU(),  # 4×4
         nn.Flatten(), nn.Linear(64 * 4 * 4, 256), nn.ReLU(), nn.Linear(256, out_features))
 
 
-def conv_decoder(in_features: int) -> nn.Sequential:
-    """The mirror of :func:`conv_encoder`: ``(B, in_features) -> (B, 784)`` Bernoulli logits."""
+def conv_decoder(in_features: int, image_size: int = 28) -> nn.Sequential:
+    """The mirror of :func:`conv_encoder`: ``(B, in_features) -> (B, image_size²)`` Bernoulli logits."""
+    if image_size not in (28, 32):
+        raise ValueError(f"image_size must be 28 or 32, got {image_size!r}")
+    first_kernel = 3 if image_size == 28 else 4
     return nn.Sequential(
         nn.Linear(in_features, 256), nn.ReLU(), nn.Linear(256, 64 * 4 * 4), nn.ReLU(),
         nn.Unflatten(1, (64, 4, 4)),
-        nn.ConvTranspose2d(64, 32, 3, stride=2, padding=1), nn.ReLU(),   # 7×7
-        nn.ConvTranspose2d(32, 32, 4, stride=2, padding=1), nn.ReLU(),   # 14×14
-        nn.ConvTranspose2d(32, 1, 4, stride=2, padding=1),               # 28×28
+        nn.ConvTranspose2d(64, 32, first_kernel, stride=2, padding=1), nn.ReLU(),   # 7×7 (8×8)
+        nn.ConvTranspose2d(32, 32, 4, stride=2, padding=1), nn.ReLU(),             # 14×14 (16×16)
+        nn.ConvTranspose2d(32, 1, 4, stride=2, padding=1),                         # 28×28 (32×32)
         nn.Flatten())
 
 
@@ -179,10 +188,11 @@ class JointVAE(nn.Module):
     cont_delay : iterations the continuous capacity is held at 0 before it starts to rise (paper: 0,
         no hold); meanwhile the discrete code is all the decoder gets (a test of chapter 8).
     cont_gamma, disc_gamma : γ, the weight of each capacity penalty (paper: 30).
-    input_dim : pixels per image (784 for MNIST).
+    input_dim : pixels per image (default: 1024 for ``"conv32"``, else 784, MNIST's 28×28).
     hidden : widths of the encoder's hidden layers; the decoder mirrors them (``"mlp"`` only).
-    architecture : ``"mlp"`` (fully connected, the default) or ``"conv"`` (:func:`conv_encoder` and
-        :func:`conv_decoder`, 28×28 images only).
+    architecture : ``"mlp"`` (fully connected, the default), ``"conv"`` (:func:`conv_encoder` and
+        :func:`conv_decoder` on 28×28 images) or ``"conv32"`` (the same on 32×32 images, Dupont's
+        network as published; resize MNIST with :func:`gstutorial.data.resize_images`).
     """
 
     name = "jointvae"
@@ -191,7 +201,8 @@ class JointVAE(nn.Module):
                  cont_capacity: float = 5.0, disc_capacity: float = 5.0,
                  cont_iters: int = 25_000, disc_iters: int = 25_000, cont_delay: int = 0,
                  cont_gamma: float = 30.0, disc_gamma: float = 30.0,
-                 input_dim: int = 784, hidden: Sequence[int] = (512, 256), architecture: str = "mlp") -> None:
+                 input_dim: int | None = None, hidden: Sequence[int] = (512, 256),
+                 architecture: str = "mlp") -> None:
         super().__init__()
         self.continuous_dim = _check_int(continuous_dim, "continuous_dim", 1)
         self.num_categories = _check_int(num_categories, "num_categories", 2)
@@ -202,16 +213,20 @@ class JointVAE(nn.Module):
         self.cont_delay = _check_int(cont_delay, "cont_delay", 0)
         self.cont_gamma = _check_positive(cont_gamma, "cont_gamma")
         self.disc_gamma = _check_positive(disc_gamma, "disc_gamma")
+        if architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
+        if input_dim is None:
+            input_dim = IMAGE_SIZE.get(architecture, 28) ** 2
         self.input_dim = _check_int(input_dim, "input_dim", 1)
         hidden = tuple(_check_int(h, "hidden width", 1) for h in hidden)
         if not hidden:
             raise ValueError("hidden must name at least one hidden layer width, e.g. (512, 256)")
         self.hidden = hidden
-        if architecture not in ARCHITECTURES:
-            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
-        if architecture == "conv" and self.input_dim != 784:
-            raise ValueError(f"the convolutional architecture takes 28x28 images (input_dim 784), got "
-                             f"input_dim {self.input_dim}; use architecture='mlp'")
+        if architecture in IMAGE_SIZE and self.input_dim != IMAGE_SIZE[architecture] ** 2:
+            side = IMAGE_SIZE[architecture]
+            raise ValueError(f"architecture={architecture!r} takes {side}x{side} images (input_dim "
+                             f"{side * side}), got input_dim {self.input_dim}; use architecture='mlp' for "
+                             "other sizes")
         self.architecture = architecture
         d, k = self.continuous_dim, self.num_categories
         # encoder: one output layer for (mu, logvar, logits): 2D + K numbers. The logits are
@@ -221,8 +236,8 @@ class JointVAE(nn.Module):
             self.encoder = mlp([self.input_dim, *hidden, 2 * d + k])    # 784-512-256-(2D+K)
             self.decoder = mlp([d + k, *reversed(hidden), self.input_dim])  # (D+K)-256-512-784
         else:
-            self.encoder = conv_encoder(2 * d + k)
-            self.decoder = conv_decoder(d + k)
+            self.encoder = conv_encoder(2 * d + k, IMAGE_SIZE[architecture])
+            self.decoder = conv_decoder(d + k, IMAGE_SIZE[architecture])
         self._eval_labels: torch.Tensor | None = None
 
     # ---------------------------------------------------------------------------------------------
@@ -251,7 +266,7 @@ class JointVAE(nn.Module):
                 + (f" after {self.cont_delay}" if self.cont_delay else "") + f", C_disc={self.disc_capacity:g}/"
                 f"{self.disc_iters} (cap log K={math.log(self.num_categories):.3f}), "
                 f"gamma=({self.cont_gamma:g}, {self.disc_gamma:g})"
-                + (", architecture='conv'" if self.architecture == "conv" else ""))
+                + (f", architecture={self.architecture!r}" if self.architecture != "mlp" else ""))
 
     # ---------------------------------------------------------------------------------------------
     def capacities(self, step: int) -> tuple[float, float]:
@@ -594,7 +609,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--disc-gamma", type=float, default=s["disc_gamma"], help="gamma of the discrete capacity penalty")
     p.add_argument("--temperature", type=float, default=s["temperature"], help="fixed Gumbel-Softmax temperature")
     p.add_argument("--architecture", choices=ARCHITECTURES, default="mlp",
-                   help="encoder/decoder: fully connected 784-512-256 or convolutional (Dupont's layout)")
+                   help="encoder/decoder: fully connected 784-512-256, convolutional (Dupont's layout on "
+                        "28x28 images), or conv32: his network as published, on MNIST resized to 32x32")
     p.add_argument("--intensities", action="store_true",
                    help="train and evaluate on MNIST's grey levels in [0, 1] instead of binarized pixels, as "
                         "Dupont's code does (the reconstruction term is then a cross-entropy against grey levels)")
@@ -648,7 +664,9 @@ def run_cli(args: argparse.Namespace) -> int:
                      disc_capacity=args.disc_capacity, cont_iters=args.cont_iters, disc_iters=args.disc_iters,
                      cont_delay=args.cont_delay, cont_gamma=args.cont_gamma, disc_gamma=args.disc_gamma,
                      architecture=args.architecture)
-    train_x, test_x, test_y = load_run_data(args, device, test_binarize="none" if args.intensities else "fixed")
+    image_size = IMAGE_SIZE.get(args.architecture, 28)
+    train_x, test_x, test_y = load_run_data(args, device, test_binarize="none" if args.intensities else "fixed",
+                                            image_size=image_size)
     model.set_eval_labels(test_y)
     result = train_from_cli(model, config, train_x, test_x, out, args, device, f"JointVAE({model.extra_repr()})")
     metrics = model.evaluate(test_x, config.tau0)
@@ -656,12 +674,13 @@ def run_cli(args: argparse.Namespace) -> int:
     final = {"epochs": result.epoch, "steps": result.step, "temperature": config.tau0,
              "train_wall_s": result.history[-1]["elapsed_s"] if result.history else 0.0,
              "test_set": ("MNIST test, intensities (load_mnist binarize='none')" if args.intensities else
-                          "MNIST test, fixed binarization (load_mnist binarize='fixed', seed 0)"),
+                          "MNIST test, fixed binarization (load_mnist binarize='fixed', seed 0)")
+             + ("" if image_size == 28 else f", resized to {image_size}x{image_size} (resize_images)"),
              **{f"test_{k}": v for k, v in metrics.items()},
              "cluster_accuracy": scored.accuracy, "mapping": scored.mapping.tolist(),
              "confusion": scored.confusion.tolist()}
     if args.intensities:  # for comparison with the binarized runs: the same codes scored on binarized digits
-        binary_x, _ = load_mnist("test", args.data_root, binarize="fixed", seed=0, device=device)
+        binary_x = binarize_fixed(test_x, seed=0)  # = load_mnist(binarize="fixed", seed=0), resized if asked
         final["cluster_accuracy_binarized_test"] = cluster_accuracy(
             predict_clusters(model, binary_x), test_y, model.num_categories, 10).accuracy
     atomic_write(out / "final_metrics.json", lambda tmp: tmp.write_text(json.dumps(final, indent=1) + "\n"))

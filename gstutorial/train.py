@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from .catvae import ESTIMATORS, CategoricalVAE, evaluate, importance_weighted_bound, parse_latent
-from .data import load_mnist
+from .data import binarize_fixed, load_mnist, resize_images
 from .utils import (
     atomic_write,
     flush_subnormals,
@@ -487,17 +487,29 @@ def configure_cpu(args: argparse.Namespace) -> None:
 
 
 def load_run_data(args: argparse.Namespace, device: torch.device, test_binarize: str = "fixed",
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  image_size: int = 28) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """MNIST for a command-line run: training intensities (the first ``--train-size`` images when
     given), and the test set with its labels: its fixed binarization (``test_binarize="fixed"``) or
-    its intensities (``"none"``, for a model trained on intensities)."""
+    its intensities (``"none"``, for a model trained on intensities).
+
+    ``image_size`` other than 28 resizes every image (:func:`~gstutorial.data.resize_images`) before
+    the test set is binarized; the training batches are binarized later, by the engine.
+    """
     train_x, _ = load_mnist("train", args.data_root, device=device)
     if args.train_size is not None:
         if not 1 <= args.train_size <= train_x.shape[0]:
             raise ValueError(f"--train-size must be in [1, {train_x.shape[0]}], got {args.train_size}")
         train_x = train_x[:args.train_size]
-    test_x, test_y = load_mnist("test", args.data_root, binarize=test_binarize, seed=0, device=device)
-    return train_x, test_x, test_y
+    if image_size == 28:
+        test_x, test_y = load_mnist("test", args.data_root, binarize=test_binarize, seed=0, device=device)
+        return train_x, test_x, test_y
+    if test_binarize not in ("none", "fixed"):
+        raise ValueError(f"test_binarize must be 'none' or 'fixed', got {test_binarize!r}")
+    test_x, test_y = load_mnist("test", args.data_root, device=device)
+    test_x = resize_images(test_x, image_size)
+    if test_binarize == "fixed":
+        test_x = binarize_fixed(test_x, seed=0)
+    return resize_images(train_x, image_size), test_x, test_y
 
 
 def train_from_cli(model: nn.Module, config: TrainConfig, train_x: torch.Tensor, test_x: torch.Tensor,
