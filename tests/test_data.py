@@ -130,6 +130,33 @@ def test_fetch_replaces_a_corrupt_file_from_a_source(mnist_copy, mnist_raw, monk
     assert [p.name for p in raw.iterdir() if p.name.endswith(".part")] == []
 
 
+def test_resize_images_is_bilinear_with_pixel_centres_aligned():
+    # a 2x2 image with columns 0 and 1: pixel centres of the 4x4 grid sit at -0.25, 0.25, 0.75 and
+    # 1.25 in the old grid's coordinates, clamped to its edge, so every row becomes 0, 1/4, 3/4, 1
+    image = torch.tensor([[0.0, 1.0, 0.0, 1.0]])
+    resized = data.resize_images(image, 4)
+    assert resized.shape == (1, 16)
+    assert torch.equal(resized.view(4, 4), torch.tensor([[0.0, 0.25, 0.75, 1.0]]).expand(4, 4))
+    # constants stay constant (to rounding), the same size is returned unchanged, values stay in [0, 1]
+    torch.testing.assert_close(data.resize_images(torch.full((3, 784), 0.4), 32), torch.full((3, 1024), 0.4),
+                               rtol=0, atol=1e-6)
+    batch = torch.rand(5, 784, generator=torch.Generator().manual_seed(0))
+    assert data.resize_images(batch, 28) is batch
+    out = data.resize_images(batch, 32)
+    assert out.shape == (5, 1024) and 0 <= out.min() and out.max() <= 1
+
+
+def test_resize_images_bad_arguments():
+    with pytest.raises(ValueError, match="side\\*side"):
+        data.resize_images(torch.rand(2, 780), 32)
+    with pytest.raises(ValueError, match="side\\*side"):
+        data.resize_images(torch.rand(784), 32)
+    with pytest.raises(ValueError, match="size must be a positive int"):
+        data.resize_images(torch.rand(2, 784), 0)
+    with pytest.raises(TypeError, match="floating-point"):
+        data.resize_images(torch.ones(2, 784, dtype=torch.uint8), 32)
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="split"):
         data.load_mnist("validation")

@@ -16,12 +16,14 @@ from hypothesis import strategies as st
 
 from gstutorial import kl, train
 from gstutorial.catvae import reconstruction_nll
+from gstutorial.data import binarize_fixed, load_mnist, resize_images
 from gstutorial.jointvae import (
     PAPER_SETTINGS,
     JointVAE,
     add_cli,
     capacity_at,
     cluster_accuracy,
+    conv_encoder,
     default_train_config,
     kl_per_dimension,
     main,
@@ -34,9 +36,9 @@ from gstutorial.jointvae import (
 SMALL = {"hidden": (32, 16)}
 
 
-def binary_batch(n: int = 8, seed: int = 0) -> torch.Tensor:
+def binary_batch(n: int = 8, pixels: int = 784, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    return (torch.rand(n, 784, generator=g) < 0.3).float()
+    return (torch.rand(n, pixels, generator=g) < 0.3).float()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -385,6 +387,22 @@ def test_command_line(mnist_raw, tmp_path, capsys):
     assert 0 <= final["cluster_accuracy_binarized_test"] <= 1
     assert "cluster_accuracy_binarized_test" not in json.loads((tmp_path / "run" / "final_metrics.json").read_text())
 
+    # --architecture conv32: Dupont's whole pipeline, grey levels resized to 32x32; the binarized
+    # score is that of the same model on the fixed binarization of the resized test set
+    c32 = parser.parse_args(["jointvae", "--epochs", "1", "--train-size", "128", "--out", str(tmp_path / "c32"),
+                             "--data-root", str(mnist_raw.parents[1]), "--device", "cpu", "--quiet",
+                             "--intensities", "--architecture", "conv32"])
+    assert run_cli(c32) == 0
+    final = json.loads((tmp_path / "c32" / "final_metrics.json").read_text())
+    assert final["test_set"] == ("MNIST test, intensities (load_mnist binarize='none'), resized to 32x32 "
+                                 "(resize_images)")
+    model, _ = train.load_model(tmp_path / "c32" / "checkpoint.pt", device="cpu")
+    assert model.architecture == "conv32" and model.input_dim == 1024
+    grey_test, labels = load_mnist("test", mnist_raw.parents[1])
+    binary_test = binarize_fixed(resize_images(grey_test, 32), seed=0)
+    expected = cluster_accuracy(predict_clusters(model, binary_test), labels, 10, 10).accuracy
+    assert final["cluster_accuracy_binarized_test"] == expected
+
     assert main(["--epochs", "1", "--temperature", "0", "--out", str(tmp_path / "bad")]) == 2
     assert "temperature" in capsys.readouterr().err
 
@@ -408,11 +426,40 @@ def test_conv_architecture_shapes_gradients_and_config():
     assert "architecture='conv'" in model.extra_repr()
 
 
+def test_conv32_is_duponts_network_on_32x32_images():
+    torch.manual_seed(0)
+    model = JointVAE(4, 6, architecture="conv32")
+    assert model.input_dim == 1024 and JointVAE(architecture="conv").input_dim == 784
+    x = binary_batch(3, 1024)
+    mu, logvar, logits = model.encode(x)
+    assert mu.shape == logvar.shape == (3, 4) and logits.shape == (3, 6)
+    assert model.decode(mu, torch.softmax(logits, -1)).shape == (3, 1024)
+    # every convolution 4x4 with stride 2: 32 -> 16 -> 8 -> 4 and back
+    convs = [m for m in [*model.encoder, *model.decoder] if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d)]
+    assert [(m.kernel_size, m.stride) for m in convs] == [((4, 4), (2, 2))] * 6
+    sizes, h = [], x.view(3, 1, 32, 32)
+    for m in model.encoder[1:7]:
+        h = m(h)
+        sizes += [h.shape[-1]] if isinstance(m, torch.nn.Conv2d) else []
+    assert sizes == [16, 8, 4]
+    # the 28x28 network keeps its 3x3 third convolution (committed checkpoints load unchanged)
+    assert JointVAE(architecture="conv").encoder[5].kernel_size == (3, 3)
+    model.loss(x, 0.67, torch.Generator().manual_seed(0), 100)["loss"].backward()
+    assert model.encoder[1].weight.grad.abs().sum() > 0
+    clone = train.build_model(model.config())
+    assert clone.architecture == "conv32" and clone.config() == model.config()
+    assert "architecture='conv32'" in model.extra_repr()
+
+
 def test_architecture_rejects_bad_values():
     with pytest.raises(ValueError, match="architecture must be one of"):
         JointVAE(architecture="resnet")
     with pytest.raises(ValueError, match="28x28"):
         JointVAE(input_dim=100, architecture="conv")
+    with pytest.raises(ValueError, match="32x32 images \\(input_dim 1024\\), got input_dim 784"):
+        JointVAE(input_dim=784, architecture="conv32")
+    with pytest.raises(ValueError, match="image_size must be 28 or 32"):
+        conv_encoder(10, image_size=64)
 
 
 def test_checkpoint_config_written_before_the_architecture_option_still_resumes(mnist_small, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import math
@@ -10,13 +11,14 @@ import pytest
 import torch
 
 from gstutorial.catvae import ALL_ESTIMATORS, CategoricalVAE
-from gstutorial.data import load_mnist
+from gstutorial.data import binarize_fixed, load_mnist, resize_images
 from gstutorial.train import (
     CheckpointMismatchError,
     TrainConfig,
     export_weights,
     load_checkpoint,
     load_model,
+    load_run_data,
     main,
     temperature_at,
     train,
@@ -311,6 +313,23 @@ def test_binarize_false_trains_on_the_intensities_themselves(tmp_path, mnist):
     assert ((grey > 0) & (grey < 1)).any() and set(binary.unique().tolist()) == {0.0, 1.0}
     assert torch.equal(binary[grey == 0], torch.zeros_like(binary[grey == 0]))
     assert torch.equal(binary[grey == 1], torch.ones_like(binary[grey == 1]))
+
+
+def test_run_data_resized_to_32_pixels_binarizes_the_resized_test_set(mnist_raw):
+    args = argparse.Namespace(data_root=mnist_raw.parent.parent, train_size=300)
+    train_28, test_28, labels_28 = load_run_data(args, torch.device("cpu"))
+    fixed, _ = load_mnist("test", mnist_raw.parent.parent, binarize="fixed", seed=0)
+    assert train_28.shape == (300, 784) and torch.equal(test_28, fixed)
+
+    train_32, test_32, labels_32 = load_run_data(args, torch.device("cpu"), image_size=32)
+    grey, _ = load_mnist("test", mnist_raw.parent.parent)
+    assert torch.equal(train_32, resize_images(train_28, 32)) and train_32.shape == (300, 1024)
+    assert torch.equal(test_32, binarize_fixed(resize_images(grey, 32), seed=0))
+    assert torch.equal(labels_32, labels_28)
+    _, grey_32, _ = load_run_data(args, torch.device("cpu"), test_binarize="none", image_size=32)
+    assert torch.equal(grey_32, resize_images(grey, 32))
+    with pytest.raises(ValueError, match="test_binarize"):
+        load_run_data(args, torch.device("cpu"), test_binarize="dynamic", image_size=32)
 
 
 def test_binarize_is_part_of_the_checkpoint_and_older_checkpoints_default_to_true(tmp_path, mnist):
