@@ -63,6 +63,7 @@ __all__ = [
     "PAPER_SETTINGS",
     "ARCHITECTURES",
     "ClusterAccuracy",
+    "IMAGE_SIZE",
     "JointVAE",
     "add_cli",
     "capacity_at",
