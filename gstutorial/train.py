@@ -493,21 +493,18 @@ def load_run_data(args: argparse.Namespace, device: torch.device, test_binarize:
     its intensities (``"none"``, for a model trained on intensities).
 
     ``image_size`` other than 28 resizes every image (:func:`~gstutorial.data.resize_images`) before
-    the test set is binarized; the training batches are binarized later, by the engine.
+    the test set is binarized; the engine binarizes the training batches later.
     """
     train_x, _ = load_mnist("train", args.data_root, device=device)
     if args.train_size is not None:
         if not 1 <= args.train_size <= train_x.shape[0]:
             raise ValueError(f"--train-size must be in [1, {train_x.shape[0]}], got {args.train_size}")
         train_x = train_x[:args.train_size]
-    if image_size == 28:
-        test_x, test_y = load_mnist("test", args.data_root, binarize=test_binarize, seed=0, device=device)
-        return train_x, test_x, test_y
     if test_binarize not in ("none", "fixed"):
         raise ValueError(f"test_binarize must be 'none' or 'fixed', got {test_binarize!r}")
     test_x, test_y = load_mnist("test", args.data_root, device=device)
-    test_x = resize_images(test_x, image_size)
-    if test_binarize == "fixed":
+    test_x = resize_images(test_x, image_size)  # 28: unchanged
+    if test_binarize == "fixed":  # the same draw as load_mnist(binarize="fixed", seed=0)
         test_x = binarize_fixed(test_x, seed=0)
     return resize_images(train_x, image_size), test_x, test_y
 

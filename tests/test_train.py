@@ -328,8 +328,9 @@ def test_run_data_resized_to_32_pixels_binarizes_the_resized_test_set(mnist_raw)
     assert torch.equal(labels_32, labels_28)
     _, grey_32, _ = load_run_data(args, torch.device("cpu"), test_binarize="none", image_size=32)
     assert torch.equal(grey_32, resize_images(grey, 32))
-    with pytest.raises(ValueError, match="test_binarize"):
-        load_run_data(args, torch.device("cpu"), test_binarize="dynamic", image_size=32)
+    for size in (28, 32):
+        with pytest.raises(ValueError, match="test_binarize must be 'none' or 'fixed'"):
+            load_run_data(args, torch.device("cpu"), test_binarize="dynamic", image_size=size)
 
 
 def test_binarize_is_part_of_the_checkpoint_and_older_checkpoints_default_to_true(tmp_path, mnist):
