@@ -9,7 +9,9 @@ and reports, per seed and as a mean, the **unsupervised cluster accuracy** of th
 argmax on the 10,000 MNIST test images (fixed binarization) after the best one-to-one matching of
 the 10 codes to the 10 labels (Hungarian algorithm), plus the training wall time. Labels are never
 seen in training. Runs trained on grey levels (model option ``--intensities``) are scored on the test
-set's grey levels, and also on its fixed binarization (``cluster_accuracy_binarized_test``). Results go to ``benchmarks/results/jointvae.json`` (or ``--results``).
+set's grey levels, and also on its fixed binarization (``cluster_accuracy_binarized_test``). With
+``--architecture conv32`` every image, for training and for both test sets, is first resized to
+32×32 pixels. Results go to ``benchmarks/results/jointvae.json`` (or ``--results``).
 
 Runs resume from their checkpoints, so an interrupted benchmark continues where it stopped, and the
 book's committed weights are an export of the seed-0 run (see chapter 8). With ``--variant NAME``
