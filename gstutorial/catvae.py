@@ -11,10 +11,10 @@ Loss (negative ELBO, in nats per image, averaged over the batch)::
     -ELBO(x) = Σ_pixels BCE(decoder(z), x)  +  Σ_n KL(q(z_n | x) ‖ Uniform(K)),   z ~ q(z | x)
 
 where the reconstruction term is the Bernoulli negative log-likelihood of the *binarized* image
-(``binary_cross_entropy_with_logits(..., reduction="sum")``) and the KL term is analytic
-(:func:`gstutorial.kl.kl_categorical_uniform`). During training ``z`` is a Gumbel-Softmax sample
-(estimator ``"gs"``) or a straight-through Gumbel-Softmax sample (``"st"``: exact one-hot forward,
-relaxed gradient backward), both from :mod:`gstutorial.gumbel`.
+summed over its pixels (``binary_cross_entropy_with_logits(..., reduction="none").sum(-1)``) and the
+KL term is analytic (:func:`gstutorial.kl.kl_categorical_uniform`). During training ``z`` is a
+Gumbel-Softmax sample (estimator ``"gs"``) or a straight-through Gumbel-Softmax sample (``"st"``:
+exact one-hot forward, relaxed gradient backward), both from :mod:`gstutorial.gumbel`.
 
 Chapter 9 trains the same model with any estimator of :mod:`gstutorial.estimators` (``estimator=``
 one of its names, e.g. ``"reinmax"`` or ``"reinforce_loo"``): the reconstruction term is then that

@@ -88,7 +88,8 @@ class CheckpointMismatchError(ValueError):
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Training hyper-parameters (defaults: Jang et al. 2017's MNIST settings).
+    """Training hyper-parameters (defaults: chapter 7's MNIST setting, with Jang et al. 2017's
+    temperature schedule).
 
     ``epochs`` is the total to reach (resuming a run with a larger value trains further); every
     other field must match a checkpoint to resume from it.
@@ -529,9 +530,9 @@ def _parser() -> argparse.ArgumentParser:
                     "command resumes from OUT/checkpoint.pt.")
     sub = parser.add_subparsers(dest="model", required=True, metavar="MODEL")
     p = sub.add_parser("catvae", help="categorical VAE on binarized MNIST (chapter 7)",
-                       description="Categorical VAE on dynamically binarized MNIST (chapter 7); defaults "
-                                   "follow Jang et al. 2017 (batch 100, Adam 1e-3, tau = max(0.5, exp(-r t)) "
-                                   "refreshed every 1000 steps).",
+                       description="Categorical VAE on dynamically binarized MNIST (chapter 7); defaults: "
+                                   "batch 100, Adam 1e-3, and Jang et al. 2017's temperature schedule "
+                                   "tau = max(0.5, exp(-r t)) refreshed every 1000 steps.",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--latent", default="20x10", help="N x K: N categorical variables with K classes each")
     p.add_argument("--estimator", choices=ESTIMATORS, default="gs",
