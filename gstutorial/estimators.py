@@ -256,7 +256,7 @@ def reinmax_sample(logits: torch.Tensor, temperature: float = 1.0,
     hard = one_hot_sample(x, generator)
     pi0 = softmax_last(x)
     log_pi1 = torch.logaddexp(softmax_last(x / tau, log=True), hard.log()) - math.log(2.0)  # log of (softmax(x/τ) + D)/2
-    pi1 = softmax_last(x + (log_pi1 - x).detach())  # value π1, Jacobian J(π1) with respect to x
+    pi1 = softmax_last(straight_through(x, log_pi1))  # value π1, Jacobian J(π1) with respect to x
     return _back(straight_through(2.0 * pi1 - 0.5 * pi0, hard), logits)
 
 
