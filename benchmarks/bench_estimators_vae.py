@@ -23,7 +23,7 @@ one seed) go to ``benchmarks/results/estimators_vae.json``, the file chapter 9 d
 Runs go in parallel (``--jobs``, one torch thread each); their checkpoints are kept in ``--runs`` so an
 interrupted benchmark resumes. Example (the committed result)::
 
-    .venv/bin/python benchmarks/bench_estimators_vae.py --epochs 3 --seeds 0 --jobs 2
+    .venv/bin/python benchmarks/bench_estimators_vae.py --epochs 5 --seeds 0 1 --jobs 2
 """
 
 from __future__ import annotations
