@@ -193,3 +193,13 @@ def test_chapter_offers_downloads_launch_buttons_and_source_link(page):
     assert f"colab.research.google.com/github/gstutorial/gstutorial/blob/main/book/{name}.ipynb" in html
     assert 'href="https://github.com/gstutorial/gstutorial"' in html
     assert 'rel="icon"' in html, f"{page}: no favicon"
+
+
+@pytest.mark.parametrize("page", NOTEBOOK_PAGES)
+def test_printed_lines_of_a_cell_render_as_one_block(page):
+    """A cell that prints in a loop stores one stream output per print; `nb_merge_streams` (in
+    `_config.yml`) renders them as one block instead of a stack of separate boxes."""
+    html = (HTML / f"{page}.html").read_text(encoding="utf-8")
+    assert 'class="output stream' in html, f"{page}: no printed output found"
+    split = re.findall(r'</pre></div>\s*</div>\s*<div class="output stream', html)
+    assert not split, f"{page}: {len(split)} printed outputs rendered as separate blocks"
