@@ -387,7 +387,7 @@ def test_command_line(mnist_raw, tmp_path, capsys):
     assert 0 <= final["cluster_accuracy_binarized_test"] <= 1
     assert "cluster_accuracy_binarized_test" not in json.loads((tmp_path / "run" / "final_metrics.json").read_text())
 
-    # --architecture conv32: Dupont's whole pipeline, grey levels resized to 32x32; the binarized
+    # --architecture conv32: Dupont's network on grey levels resized to 32x32; the binarized
     # score is that of the same model on the fixed binarization of the resized test set
     c32 = parser.parse_args(["jointvae", "--epochs", "1", "--train-size", "128", "--out", str(tmp_path / "c32"),
                              "--data-root", str(mnist_raw.parents[1]), "--device", "cpu", "--quiet",
