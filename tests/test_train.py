@@ -123,11 +123,12 @@ def test_outputs_history_and_checkpoint(tmp_path, mnist):
 def test_checkpoint_round_trip(tmp_path, mnist):
     train_x, _ = mnist
     result = train(small_model(), train_x[:300], TrainConfig(epochs=1), out_dir=tmp_path, progress=False)
-    model, meta = load_model(tmp_path / "checkpoint.pt", device="cpu")
+    device = next(result.model.parameters()).device  # CUDA when present: compare where training ran
+    model, meta = load_model(tmp_path / "checkpoint.pt", device=device)
     assert same_state(model.state_dict(), result.model.state_dict())
     assert meta["step"] == 3 and meta["train_config"]["epochs"] == 1
     export_weights(result.model, tmp_path / "w16.pt", history=result.history)
-    half, meta16 = load_model(tmp_path / "w16.pt", device="cpu")
+    half, meta16 = load_model(tmp_path / "w16.pt", device=device)
     assert meta16["dtype"] == "float16" and meta16["history"] == result.history
     for k, v in result.model.state_dict().items():
         torch.testing.assert_close(half.state_dict()[k], v, atol=1e-3, rtol=1e-3)
