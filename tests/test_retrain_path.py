@@ -38,6 +38,8 @@ def test_retrained_chapter_runs_to_the_end_and_keeps_the_committed_weights(name,
     for folder in RUN_FOLDERS[name]:
         shutil.rmtree(folder, ignore_errors=True)  # train afresh, not resume an earlier smoke run
     before = committed_weights()
+    stray_data = BOOK / "data"  # the chapter must train from the data root it reads, not book/data
+    had_stray_data = stray_data.exists()
     monkeypatch.setenv("GSTUTORIAL_RETRAIN", "1")
     monkeypatch.setenv("GSTUTORIAL_SMOKE_TEST", "1")
     monkeypatch.setenv("GSTUTORIAL_NO_PROGRESS", "1")
@@ -45,6 +47,7 @@ def test_retrained_chapter_runs_to_the_end_and_keeps_the_committed_weights(name,
     NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(BOOK)}}).execute()
 
     assert committed_weights() == before
+    assert had_stray_data or not stray_data.exists(), "training looked for MNIST under book/data"
     for folder in RUN_FOLDERS[name]:
         assert (folder / "weights.pt").is_file()
     text = stream_text(nb)
