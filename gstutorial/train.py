@@ -188,7 +188,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 
 def _check_compatible(state: dict, model: nn.Module, config: TrainConfig, fingerprint: list[float],
-                      path: Path) -> None:
+                      path: Path, device: torch.device) -> None:
     saved = state["model_config"]
     try:  # state the saved configuration as the current code would (options added later take their defaults)
         saved = build_model(saved).config()
@@ -201,6 +201,11 @@ def _check_compatible(state: dict, model: nn.Module, config: TrainConfig, finger
     if state["data_fingerprint"] != fingerprint:
         problems.append(f"training data: checkpoint has (n, d, pixel sum) = {state['data_fingerprint']}, "
                         f"requested {fingerprint}")
+    saved_device = state.get("device")
+    if saved_device is not None and torch.device(saved_device).type != device.type:
+        # the saved random-number states belong to that kind of device and cannot drive another one
+        problems.append(f"device: checkpoint was trained on {saved_device!r}, requested {str(device)!r} "
+                        f"(resume on the same kind of device: --device {torch.device(saved_device).type})")
     if problems:
         raise CheckpointMismatchError(
             f"cannot resume from {path}: it was written by a different configuration — "
@@ -372,7 +377,7 @@ def train(model: nn.Module, train_x: torch.Tensor, config: TrainConfig | None = 
     ckpt_path = None if out_dir is None else out_dir / CHECKPOINT_NAME
     if ckpt_path is not None and resume and ckpt_path.is_file():
         state = load_checkpoint(ckpt_path, map_location=device)
-        _check_compatible(state, model, config, fingerprint, ckpt_path)
+        _check_compatible(state, model, config, fingerprint, ckpt_path, device)
         model.load_state_dict(state["model_state"])
         optimizer.load_state_dict(state["optimizer_state"])
         data_gen.set_state(state["rng"]["data"].cpu())

@@ -23,7 +23,7 @@ from gstutorial.train import (
     temperature_at,
     train,
 )
-from gstutorial.utils import subnormals_flushed
+from gstutorial.utils import get_device, subnormals_flushed
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -180,6 +180,12 @@ def test_mismatched_checkpoint_is_refused(tmp_path, mnist):
         train(small_model(), data, TrainConfig(epochs=2, lr=1e-2), out_dir=tmp_path, progress=False)
     with pytest.raises(CheckpointMismatchError, match="training data"):
         train(small_model(), train_x[200:400], TrainConfig(epochs=2), out_dir=tmp_path, progress=False)
+    # a run trained on another kind of device: its saved random-number states cannot drive this one
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    other = "cpu" if get_device().type != "cpu" else "cuda:0"
+    torch.save({**state, "device": other}, tmp_path / "checkpoint.pt")
+    with pytest.raises(CheckpointMismatchError, match=rf"device: checkpoint was trained on '{other}'.*--device"):
+        train(small_model(), data, TrainConfig(epochs=2), out_dir=tmp_path, progress=False)
     # resume=False starts afresh and overwrites
     fresh = train(small_model("st"), data, TrainConfig(epochs=1), out_dir=tmp_path, resume=False, progress=False)
     assert fresh.resumed_from_epoch == 0 and load_checkpoint(tmp_path / "checkpoint.pt")["model_config"]["estimator"] == "st"
