@@ -26,12 +26,14 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from gstutorial import estimators as E
 from gstutorial.estimators import ESTIMATORS, Estimator, get_estimator
 
 __all__ = [
     "PROBLEMS",
     "CategoricalProblem",
     "GradientStats",
+    "exact_expected_gradient",
     "get_problem",
     "gradient_estimates",
     "gradient_stats",
@@ -184,6 +186,31 @@ def gradient_estimates(problem: CategoricalProblem, estimator: str | Estimator, 
         raise RuntimeError(f"expected one surrogate value per replicate, got shape {tuple(surrogate.shape)}")
     (grad,) = torch.autograd.grad(surrogate.sum(), theta)
     return grad
+
+
+_FUNCTIONS_OF_THE_SAMPLE = {"straight_through": E.straight_through_sample, "reinmax": E.reinmax_sample}
+
+
+def exact_expected_gradient(problem: CategoricalProblem, estimator: str, *, temperature: float = 1.0) -> torch.Tensor:
+    r"""The exact mean :math:`\mathbb{E}[\hat g]` of a single-sample straight-through or ReinMax estimate.
+
+    Both estimates are functions of the one-hot sample ``D`` alone, so their mean is the sum over all
+    ``K**N`` joint states of :math:`p_\theta(D)\, \hat g(D)`, with no Monte Carlo error.
+
+    Returns
+    -------
+    (N, K) float64 tensor, to compare with :meth:`CategoricalProblem.exact_gradient`.
+    """
+    if estimator not in _FUNCTIONS_OF_THE_SAMPLE:
+        raise ValueError(f"exact_expected_gradient needs an estimate that depends only on the one-hot sample "
+                         f"({', '.join(_FUNCTIONS_OF_THE_SAMPLE)}), got {estimator!r}; estimate the mean of the "
+                         "others with gradient_estimates")
+    states = problem.states().to(problem.theta.dtype)
+    probability = (states * problem.theta.log_softmax(-1)).sum((-2, -1)).exp()  # p(D), independent variables
+    theta = problem.theta.expand(states.shape[0], *problem.theta.shape).clone().requires_grad_(True)
+    z = _FUNCTIONS_OF_THE_SAMPLE[estimator](theta, temperature, sample=states)
+    (grad,) = torch.autograd.grad((probability * problem.f(z)).sum(), theta)  # row D: p(D) * g(D)
+    return grad.sum(0)
 
 
 @dataclass(frozen=True)

@@ -118,8 +118,22 @@ def one_hot_sample(logits: torch.Tensor, generator: torch.Generator | None = Non
         -1, index.unsqueeze(-1), 1.0).detach()
 
 
+def _given_or_drawn(x: torch.Tensor, sample: torch.Tensor | None,
+                    generator: torch.Generator | None) -> torch.Tensor:
+    """The one-hot ``sample`` if one is given (checked), else a fresh draw from ``softmax(x)``."""
+    if sample is None:
+        return one_hot_sample(x, generator)
+    if not isinstance(sample, torch.Tensor) or sample.shape != x.shape:
+        raise ValueError(f"sample must be a one-hot tensor of the logits' shape {tuple(x.shape)}, got "
+                         f"{tuple(sample.shape) if isinstance(sample, torch.Tensor) else type(sample).__name__}")
+    if not (((sample == 0) | (sample == 1)).all() and (sample.sum(-1) == 1).all()):
+        raise ValueError("sample must be one-hot along the last axis (zeros and a single one)")
+    return sample.to(dtype=x.dtype, device=x.device).detach()
+
+
 def straight_through_sample(logits: torch.Tensor, temperature: float = 1.0,
-                            generator: torch.Generator | None = None) -> torch.Tensor:
+                            generator: torch.Generator | None = None,
+                            sample: torch.Tensor | None = None) -> torch.Tensor:
     r"""Straight-through (Bengio et al. 2013): forward a one-hot sample, backward the softmax.
 
     .. math:: D \sim \mathrm{Cat}(\mathrm{softmax}\,\theta), \qquad
@@ -127,6 +141,8 @@ def straight_through_sample(logits: torch.Tensor, temperature: float = 1.0,
 
     The sample ``D`` is drawn from the untempered distribution; ``temperature`` only scales the softmax
     whose Jacobian replaces the (zero) derivative of the sampling step (τ = 1: the plain estimator).
+    A given one-hot ``sample`` is used as ``D`` instead of a draw: the estimate is a function of ``D``
+    alone, so weighting it by the probability of each ``D`` gives its exact expectation.
 
     Returns
     -------
@@ -134,7 +150,7 @@ def straight_through_sample(logits: torch.Tensor, temperature: float = 1.0,
     """
     tau = check_temperature(temperature)
     x = _working(check_estimator_logits(logits))
-    hard = one_hot_sample(x, generator)
+    hard = _given_or_drawn(x, sample, generator)
     return _back(straight_through(softmax_last(x / tau), hard), logits)
 
 
@@ -229,7 +245,7 @@ def gumbel_rao_sample(logits: torch.Tensor, temperature: float, k: int = 10,
 
 
 def reinmax_sample(logits: torch.Tensor, temperature: float = 1.0,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
+                   generator: torch.Generator | None = None, sample: torch.Tensor | None = None) -> torch.Tensor:
     r"""ReinMax (Liu et al. 2023): a second-order (Heun's method) correction of straight-through.
 
     With :math:`\pi_0 = \mathrm{softmax}(\theta)`, :math:`D \sim \mathrm{Cat}(\pi_0)` and
@@ -245,7 +261,8 @@ def reinmax_sample(logits: torch.Tensor, temperature: float = 1.0,
     vectors. The forward value is the one-hot ``D``.
 
     The authors derive and recommend τ ≥ 1 (unlike Gumbel-Softmax, which prefers τ < 1); a smaller
-    temperature raises ``ValueError``.
+    temperature raises ``ValueError``. A given one-hot ``sample`` is used as ``D`` instead of a draw,
+    as in :func:`straight_through_sample`.
 
     Returns
     -------
@@ -253,7 +270,7 @@ def reinmax_sample(logits: torch.Tensor, temperature: float = 1.0,
     """
     tau = _reinmax_temperature(temperature)
     x = _working(check_estimator_logits(logits))
-    hard = one_hot_sample(x, generator)
+    hard = _given_or_drawn(x, sample, generator)
     pi0 = softmax_last(x)
     log_pi1 = torch.logaddexp(softmax_last(x / tau, log=True), hard.log()) - math.log(2.0)  # log of (softmax(x/τ) + D)/2
     pi1 = softmax_last(straight_through(x, log_pi1))  # value π1, Jacobian J(π1) with respect to x

@@ -303,6 +303,37 @@ def test_reinmax_is_unbiased_for_quadratic_f_but_straight_through_is_not():
     assert st_plain.max_abs_z > 10.0 and st_plain.relative_bias > 0.3
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_exact_expectation_reinmax_unbiased_for_any_quadratic_straight_through_not(seed):
+    # a random quadratic f(z) = (s - c)^2 of s = sum_n <v_n, z_n>, with random logits: summing the package's
+    # estimates over all joint states, weighted by their probability, leaves no Monte Carlo error
+    g = gen(seed)
+    theta = torch.randn(2, 3, generator=g, dtype=torch.float64)
+    values = torch.randn(2, 3, generator=g, dtype=torch.float64)
+    center = torch.randn((), generator=g, dtype=torch.float64)
+    problem = lab.CategoricalProblem("random-quadratic", theta, values, lambda s: (s - center) ** 2)
+    exact = problem.exact_gradient()
+    assert torch.allclose(lab.exact_expected_gradient(problem, "reinmax"), exact, rtol=0, atol=1e-12)
+    assert (lab.exact_expected_gradient(problem, "straight_through") - exact).abs().max() > 1e-3
+    # the enumeration agrees with Monte Carlo where both apply (the sigmoid: both estimators biased)
+    sigmoid = lab.get_problem("sigmoid")
+    draws = estimates(sigmoid, "reinmax", 20000, 30 + seed, temperature=1.0)
+    z = (draws.mean(0) - lab.exact_expected_gradient(sigmoid, "reinmax")) / (draws.std(0) / math.sqrt(20000))
+    assert z.abs().max() < 4.5
+
+
+def test_exact_expectation_and_given_samples_are_checked():
+    with pytest.raises(ValueError, match="depends only on the one-hot sample"):
+        lab.exact_expected_gradient(lab.get_problem("linear"), "gumbel_softmax")
+    logits = torch.zeros(2, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"shape \(2, 3\)"):
+        E.reinmax_sample(logits, 1.0, sample=torch.eye(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="one-hot"):
+        E.straight_through_sample(logits, 1.0, sample=torch.full((2, 3), 0.5, dtype=torch.float64))
+    given = torch.eye(3, dtype=torch.float64)[[2, 0]]
+    assert torch.equal(E.straight_through_sample(logits, 1.0, sample=given), given)
+
+
 def test_straight_through_has_zero_variance_on_linear_f():
     problem = lab.get_problem("linear")
     s = lab.gradient_stats(estimates(problem, "straight_through", 50, 27), problem.exact_gradient())
