@@ -418,16 +418,16 @@ ESTIMATORS: dict[str, Estimator] = {
         baseline="loo"),
     "straight_through": Estimator(
         "straight_through", "Straight-through", "pathwise", False, True, "bengio2013estimating",
-        r"J\big(\mathrm{softmax}(\theta/\tau)\big)^\top \nabla f(D)", straight_through_sample),
+        r"\tfrac1\tau\, J\big(\mathrm{softmax}(\theta/\tau)\big)\, \nabla f(D)", straight_through_sample),
     "gumbel_softmax": Estimator(
         "gumbel_softmax", "Gumbel-Softmax", "pathwise", False, True, "jang2017categorical",
         r"\nabla_\theta f\big(\mathrm{softmax}((\theta + g)/\tau)\big)", gumbel_softmax_sample),
     "st_gumbel_softmax": Estimator(
         "st_gumbel_softmax", "ST-Gumbel-Softmax", "pathwise", False, True, "jang2017categorical",
-        r"J\big(\mathrm{softmax}((\theta+g)/\tau)\big)^\top \nabla f(D)", st_gumbel_softmax_sample),
+        r"\tfrac1\tau J\big(\mathrm{softmax}((\theta+g)/\tau)\big)\, \nabla f(D)", st_gumbel_softmax_sample),
     "gumbel_rao": Estimator(
         "gumbel_rao", "Gumbel-Rao", "pathwise", False, True, "paulus2021raoblackwellizing",
-        r"\frac1k\sum_j J\big(\mathrm{softmax}((\theta+g^{(j)})/\tau)\big)^\top \nabla f(D)",
+        r"\frac1k\sum_{j=1}^k \tfrac1\tau J\big(\mathrm{softmax}((\theta+g^{(j)})/\tau)\big)\, \nabla f(D)",
         gumbel_rao_sample, uses_k=True),
     "reinmax": Estimator(
         "reinmax", "ReinMax", "pathwise", False, True, "liu2023bridging",

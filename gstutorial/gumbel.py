@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from numbers import Real
+from numbers import Integral, Real
 
 import numpy as np
 import torch
@@ -48,6 +48,7 @@ EULER_GAMMA = 0.5772156649015329
 """The Euler–Mascheroni constant γ: the mean of the standard Gumbel distribution."""
 
 _HALF = (torch.float16, torch.bfloat16)
+_MAX_GRID_POINTS = 10**7  # concrete_total_mass: keeps its float64 work arrays to a few GB
 
 
 # --------------------------------------------------------------------------------------------------
@@ -160,8 +161,8 @@ def _uniform_to_gumbel_(u: torch.Tensor) -> torch.Tensor:
 
     ``U = 0`` would give ``-inf`` and ``U = 1`` would give ``+inf``. The clamp bounds the noise to
     about [-4.5, 16.6] in float32 and [-6.6, 36.7] in float64, a truncation of probability below
-    1e-7 and 1e-16 respectively (``torch.rand`` never returns 1 and returns 0 with probability
-    2**-24 in float32).
+    1e-7 and about 1.1e-16 respectively (``torch.rand`` never returns 1 and returns 0 with
+    probability 2**-24 = 6.0e-8 in float32 and 2**-53 = 1.1e-16 in float64).
     """
     info = torch.finfo(u.dtype)
     return u.clamp_(info.tiny, 1.0 - info.eps / 2).log_().neg_().log_().neg_()
@@ -169,9 +170,19 @@ def _uniform_to_gumbel_(u: torch.Tensor) -> torch.Tensor:
 
 def gumbel_from_uniform(u: torch.Tensor) -> torch.Tensor:
     """Standard Gumbel noise ``-log(-log U)`` from uniform numbers ``u``; finite for every ``u`` in
-    [0, 1], including the endpoints."""
+    [0, 1], including the endpoints (which are clamped, see :func:`_uniform_to_gumbel_`).
+
+    ``u`` with NaN or values outside [0, 1] raises ``ValueError`` (one reduction over ``u``, skipped
+    when value checks are off, see :func:`gstutorial.utils.value_checks`).
+    """
     _check_tensor(u, "u")
-    return _uniform_to_gumbel_(_working(u).clone()).to(u.dtype)
+    work = _working(u).clone()
+    if value_checks_enabled() and work.numel():
+        low, high = (v.item() for v in torch.aminmax(work))  # NaN propagates into both
+        if not (0.0 <= low and high <= 1.0):
+            raise ValueError(f"u must lie in [0, 1] (uniform numbers, e.g. from torch.rand), got values in "
+                             f"[{low:.3g}, {high:.3g}]; only the endpoints 0 and 1 themselves are clamped")
+    return _uniform_to_gumbel_(work).to(u.dtype)
 
 
 def gumbel_noise(like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -289,17 +300,21 @@ def concrete_log_prob(sample: torch.Tensor, logits: torch.Tensor, temperature: f
 
     Parameters
     ----------
-    sample : (..., K) points of the simplex (broadcastable against ``logits``).
+    sample : (..., K) points of the simplex (broadcastable against ``logits``, on its device).
     logits : (..., K) floating point.
     temperature : finite float > 0.
 
     Returns
     -------
-    The broadcast batch shape ``(...)``; dtype of the inputs (half precision is computed in float32).
+    The broadcast batch shape ``(...)``; the promoted dtype of the inputs (float64 if either is
+    float64; half precision is computed in float32).
     """
     tau = check_temperature(temperature)
     check_logits(logits)
     _check_tensor(sample, "sample")
+    if sample.device != logits.device:
+        raise ValueError(f"sample and logits must be on the same device, got sample on {sample.device} and "
+                         f"logits on {logits.device}; move one, e.g. sample.to(logits.device)")
     if sample.shape[-1] != logits.shape[-1]:
         raise ValueError(f"sample and logits need the same number of categories, got "
                          f"{sample.shape[-1]} and {logits.shape[-1]}")
@@ -335,14 +350,23 @@ def concrete_total_mass(logits: torch.Tensor, temperature: float, nodes: int = 4
     integrand p(y(s)) · ∏_i y_i (the Jacobian of s ↦ y is ∏_{i=1}^{K} y_i) is smooth and decays like
     exp(−τ|s|), with a tensor-product Gauss–Legendre rule of ``nodes`` points per axis
     (``scipy.special.roots_legendre``) on the box |s_i| ≤ (max |x_i − x_K| + 40) / τ. All
-    ``nodes**(K−1)`` points go through one batched call of :func:`concrete_log_prob`. Meant for
-    K = 2 and 3 (and float64 logits without masks).
+    ``nodes**(K−1)`` points go through one batched call of :func:`concrete_log_prob`, so K is limited
+    to 2 and 3 and ``nodes**(K−1)`` to 10**7 (``ValueError`` otherwise); meant for float64 logits
+    without masks.
     """
     tau = check_temperature(temperature)
     check_logits(logits)
-    if logits.ndim != 1 or not 2 <= logits.numel() <= 4 or torch.isneginf(logits).any():
-        raise ValueError("concrete_total_mass takes unmasked logits of shape (K,) with 2 <= K <= 4")
+    if logits.ndim != 1 or not 2 <= logits.numel() <= 3:
+        raise ValueError(f"concrete_total_mass takes logits of shape (K,) with K = 2 or 3, got shape "
+                         f"{tuple(logits.shape)}; its grid has nodes**(K-1) points, too many for K > 3")
+    if torch.isneginf(logits).any():
+        raise ValueError("concrete_total_mass takes unmasked logits; drop the -inf categories instead")
     k = logits.numel()
+    if isinstance(nodes, bool) or not isinstance(nodes, Integral) or nodes < 1:
+        raise ValueError(f"nodes must be an int >= 1, got {nodes!r}")
+    if int(nodes) ** (k - 1) > _MAX_GRID_POINTS:
+        raise ValueError(f"nodes = {nodes} gives nodes**(K-1) = {int(nodes) ** (k - 1):.3g} grid points for K = {k}, "
+                         f"more than {_MAX_GRID_POINTS:.0e}; lower nodes (the default 400 is plenty)")
     x = logits.detach().double().cpu()
     half_width = ((x[:-1] - x[-1]).abs().max().item() + 40.0) / tau
     t, w = special.roots_legendre(nodes)

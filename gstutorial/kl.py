@@ -75,6 +75,7 @@ def kl_categorical(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     check_probabilities(q, "q")
     if p.shape[-1] != q.shape[-1]:
         raise ValueError(f"p and q need the same number of categories, got {p.shape[-1]} and {q.shape[-1]}")
+    _broadcast_shape(("p", p), ("q", q))
     return (_xlogy(p, p) - _xlogy(p, q)).sum(-1)
 
 
@@ -84,6 +85,10 @@ def kl_categorical_uniform(logits: torch.Tensor) -> torch.Tensor:
     This is the analytic KL term of the categorical VAE (chapter 7); it is computed from
     log-probabilities, so large logits do not overflow.
     """
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
+    if not logits.is_floating_point():
+        raise TypeError(f"logits must be a floating-point tensor, got {logits.dtype}; convert it, e.g. logits.float()")
     if logits.ndim == 0 or logits.shape[-1] == 0:
         raise ValueError(f"logits need a non-empty category axis (last axis), got shape {tuple(logits.shape)}")
     log_q = softmax_last(logits, log=True)
@@ -99,6 +104,21 @@ def kl_categorical_uniform(logits: torch.Tensor) -> torch.Tensor:
     return kl
 
 
+def _broadcast_shape(*named: tuple[str, torch.Tensor]) -> torch.Size:
+    """The common broadcast shape of the named tensors, or a ValueError that names every shape."""
+    try:
+        return torch.broadcast_shapes(*(t.shape for _, t in named))
+    except RuntimeError:
+        shapes = ", ".join(f"{name} {tuple(t.shape)}" for name, t in named)
+        raise ValueError(f"the shapes {shapes} do not broadcast against each other; give them the same "
+                         "shape (or size 1 along an axis they share)") from None
+
+
+def _check_finite(t: torch.Tensor, name: str) -> None:
+    if value_checks_enabled() and not torch.isfinite(t).all():
+        raise ValueError(f"{name} has NaN or infinite entries; {name} must be finite")
+
+
 def _check_scale(scale: torch.Tensor, name: str) -> None:
     if not torch.isfinite(scale).all() or (scale <= 0).any():
         raise ValueError(f"{name} must be finite and > 0 (a standard deviation), got min {scale.min().item():.3g}")
@@ -108,10 +128,16 @@ def kl_normal(mu_q: torch.Tensor, sigma_q: torch.Tensor, mu_p: torch.Tensor, sig
               ) -> torch.Tensor:
     r"""KL(N(μ_q, σ_q²) ‖ N(μ_p, σ_p²)) for diagonal Gaussians, summed over the last axis.
 
-    Per dimension: log(σ_p/σ_q) + (σ_q² + (μ_q − μ_p)²) / (2σ_p²) − ½.
+    Per dimension: log(σ_p/σ_q) + (σ_q² + (μ_q − μ_p)²) / (2σ_p²) − ½. The four arguments must
+    broadcast against each other; the means must be finite and the standard deviations finite and > 0
+    (``ValueError`` otherwise, naming the argument).
     """
-    mu_q, sigma_q, mu_p, sigma_p = torch.broadcast_tensors(
-        torch.as_tensor(mu_q), torch.as_tensor(sigma_q), torch.as_tensor(mu_p), torch.as_tensor(sigma_p))
+    named = [(name, torch.as_tensor(t)) for name, t in
+             (("mu_q", mu_q), ("sigma_q", sigma_q), ("mu_p", mu_p), ("sigma_p", sigma_p))]
+    _broadcast_shape(*named)
+    mu_q, sigma_q, mu_p, sigma_p = torch.broadcast_tensors(*(t for _, t in named))
+    _check_finite(mu_q, "mu_q")
+    _check_finite(mu_p, "mu_p")
     _check_scale(sigma_q, "sigma_q")
     _check_scale(sigma_p, "sigma_p")
     var_ratio = (sigma_q / sigma_p) ** 2
@@ -120,10 +146,14 @@ def kl_normal(mu_q: torch.Tensor, sigma_q: torch.Tensor, mu_p: torch.Tensor, sig
 
 
 def kl_normal_std(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    r"""The VAE special case KL(N(μ, σ²) ‖ N(0, 1)) = −½ Σ (1 + log σ² − μ² − σ²), over the last axis."""
+    r"""The VAE special case KL(N(μ, σ²) ‖ N(0, 1)) = −½ Σ (1 + log σ² − μ² − σ²), over the last axis.
+
+    ``mu`` and ``logvar`` must broadcast against each other and be finite (``ValueError`` otherwise).
+    """
+    _broadcast_shape(("mu", mu), ("logvar", logvar))
     mu, logvar = torch.broadcast_tensors(mu, logvar)
-    if value_checks_enabled() and not (torch.isfinite(mu).all() and torch.isfinite(logvar).all()):
-        raise ValueError("mu and logvar must be finite")
+    _check_finite(mu, "mu")
+    _check_finite(logvar, "logvar")
     return -0.5 * (1.0 + logvar - mu.pow(2) - logvar.exp()).sum(-1)
 
 
@@ -131,13 +161,41 @@ def kl_monte_carlo(p: torch.distributions.Distribution, q: torch.distributions.D
                    num_samples: int, generator_seed: int | None = None) -> tuple[float, float]:
     """Monte Carlo estimate of KL(p ‖ q) = E_p[log p(x) − log q(x)] and its standard error.
 
-    ``p`` and ``q`` are scalar ``torch.distributions`` objects (batch shape ``()``).
+    Parameters
+    ----------
+    p, q : ``torch.distributions`` objects with batch shape ``()`` (one distribution each; a
+        multivariate event shape is fine). For independent entries, whose KLs add up, wrap a batched
+        distribution with ``torch.distributions.Independent``; a batch shape raises ``ValueError``.
+    num_samples : number of draws from ``p`` (>= 2).
+    generator_seed : if given, the draws come from PyTorch's *global* RNG seeded with
+        ``torch.manual_seed(generator_seed)``, so they are reproducible; the global RNG state (CPU,
+        and CUDA once initialised) is put back afterwards, so the call does not disturb later draws.
+        If ``None``, the global RNG is used and advanced as usual.
+
+    Returns
+    -------
+    ``(estimate, standard_error)`` as Python floats, computed in float64.
     """
     if num_samples < 2:
         raise ValueError(f"num_samples must be >= 2 to give a standard error, got {num_samples}")
-    if generator_seed is not None:
-        torch.manual_seed(generator_seed)
-    x = p.sample((num_samples,))
+    for name, dist in (("p", p), ("q", q)):
+        if not isinstance(dist, torch.distributions.Distribution):
+            raise TypeError(f"{name} must be a torch.distributions.Distribution, got {type(dist).__name__}")
+        if dist.batch_shape != ():
+            raise ValueError(f"{name} has batch shape {tuple(dist.batch_shape)}, but kl_monte_carlo estimates the "
+                             f"KL of one distribution (batch shape ()); for the KL summed over independent "
+                             f"entries wrap it: torch.distributions.Independent({name}, {len(dist.batch_shape)})")
+    if generator_seed is None:
+        x = p.sample((num_samples,))
+    else:
+        # CUDA tensors need an initialised CUDA; seeding it lazily would leak the seed into its later start
+        cuda = torch.cuda.is_initialized()
+        with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if cuda else [], device_type="cuda"):
+            if cuda:
+                torch.manual_seed(generator_seed)
+            else:
+                torch.random.default_generator.manual_seed(generator_seed)
+            x = p.sample((num_samples,))
     log_ratio = (p.log_prob(x) - q.log_prob(x)).double()
     return log_ratio.mean().item(), (log_ratio.std() / math.sqrt(num_samples)).item()
 

@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 import torch
 
+from gstutorial.utils import check_float_tensor
+
 __all__ = [
     "autograd_example",
     "binary_gumbel_softmax",
@@ -33,12 +35,18 @@ def straight_through(soft: torch.Tensor, hard: torch.Tensor) -> torch.Tensor:
     ``(hard - soft).detach() + soft``: the detached difference is a constant for autograd, so the
     backward pass sees only ``+ soft``. For ``hard`` in {0, 1} and ``soft`` in [0, 1] the forward value
     equals ``hard`` exactly in IEEE round-to-nearest arithmetic, not just approximately.
+
+    ``soft`` and ``hard`` must have the same shape and device (``ValueError`` otherwise); different
+    dtypes follow torch's type promotion (a float32 ``soft`` with a float64 ``hard`` gives float64).
     """
     if not (isinstance(soft, torch.Tensor) and isinstance(hard, torch.Tensor)):
         raise TypeError("soft and hard must both be torch.Tensors")
     if soft.shape != hard.shape:
         raise ValueError(f"soft and hard must have the same shape, got {tuple(soft.shape)} and "
                          f"{tuple(hard.shape)}; broadcasting here would silently change the result")
+    if soft.device != hard.device:
+        raise ValueError(f"soft and hard must be on the same device, got soft on {soft.device} and hard on "
+                         f"{hard.device}; move one, e.g. hard.to(soft.device)")
     return (hard - soft).detach() + soft
 
 
@@ -141,16 +149,36 @@ def train_binary_toy(estimator: str, steps: int = 2000, lr: float = 0.05, temper
     return history
 
 
+def _check_single_logits(logits: torch.Tensor) -> None:
+    """The logits of one categorical variable: a finite floating-point tensor of shape (K,), K >= 1."""
+    check_float_tensor(logits, "logits")
+    if logits.ndim != 1 or logits.numel() == 0:
+        raise ValueError(f"logits must have shape (K,) (one categorical variable with K >= 1 categories), got "
+                         f"{tuple(logits.shape)}; for several variables, call once per row")
+
+
+def _values(f: Callable[[torch.Tensor], torch.Tensor], points: torch.Tensor, what: str, want: str) -> torch.Tensor:
+    """``f(points)`` after checking that it has one value per row of ``points``."""
+    values = f(points)
+    if not isinstance(values, torch.Tensor):
+        raise TypeError(f"f must return a torch.Tensor, got {type(values).__name__}")
+    if values.shape != points.shape[:-1]:
+        raise ValueError(f"f must map {what} to {want} values, one per row, got shape {tuple(values.shape)}; "
+                         "reduce the category axis inside f, e.g. ((v - t) ** 2).sum(-1)")
+    return values
+
+
 def expected_objective(logits: torch.Tensor, f: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """E_{z ~ Categorical(softmax(logits))}[f(onehot(z))] by enumerating the K one-hot vectors.
 
-    ``logits`` has shape (K,); ``f`` maps (K, K) one-hot rows to (K,) values. The result is
-    differentiable, so autograd gives the exact gradient the estimators try to approximate.
+    ``logits`` is a finite floating-point tensor of shape (K,); ``f`` maps (K, K) one-hot rows to (K,)
+    values, one per row (``ValueError`` otherwise). The result is differentiable, so autograd gives the
+    exact gradient the estimators try to approximate.
     """
-    if logits.ndim != 1 or logits.numel() == 0:
-        raise ValueError(f"logits must have shape (K,), got {tuple(logits.shape)}")
-    eye = torch.eye(logits.numel(), dtype=logits.dtype, device=logits.device)
-    return (torch.softmax(logits, -1) * f(eye)).sum()
+    _check_single_logits(logits)
+    k = logits.numel()
+    eye = torch.eye(k, dtype=logits.dtype, device=logits.device)
+    return (torch.softmax(logits, -1) * _values(f, eye, "the (K, K) one-hot rows", "(K,)")).sum()
 
 
 def mean_gradient(logits: torch.Tensor, f: Callable[[torch.Tensor], torch.Tensor], temperature: float,
@@ -159,16 +187,18 @@ def mean_gradient(logits: torch.Tensor, f: Callable[[torch.Tensor], torch.Tensor
     """Monte Carlo mean and standard error of the Gumbel-Softmax (``hard=False``) or ST-Gumbel-Softmax
     (``hard=True``) gradient estimator of ∇ E[f(z)] with respect to ``logits`` (shape (K,)).
 
-    ``f`` maps (n, K) samples to (n,) values. One backward pass over ``num_samples`` samples gives all
-    per-sample gradients, because sample i depends on the logits only through its own row.
+    ``logits`` is a finite floating-point tensor of shape (K,) and ``f`` maps (n, K) samples to (n,)
+    values, one per sample (``ValueError`` otherwise). One backward pass over ``num_samples`` samples
+    gives all per-sample gradients, because sample i depends on the logits only through its own row.
     """
     # imported here, not at the top: gumbel imports this module
     from gstutorial.gumbel import gumbel_softmax
 
     if num_samples < 2:
         raise ValueError(f"num_samples must be >= 2 to give a standard error, got {num_samples}")
+    _check_single_logits(logits)
     rows = logits.detach().expand(num_samples, -1).clone().requires_grad_(True)
     y = gumbel_softmax(rows, temperature, hard=hard, generator=generator)
-    f(y).sum().backward()
+    _values(f, y, "the (n, K) samples", "(n,)").sum().backward()
     per_sample = rows.grad
     return per_sample.mean(0), per_sample.std(0) / math.sqrt(num_samples)

@@ -446,3 +446,17 @@ def test_huge_finite_logits_are_accepted():
     # the sum of these finite logits overflows to inf; the check must still accept them
     big = torch.tensor([3e38, 3e38, 0.0])
     assert E.check_estimator_logits(big) is big
+
+
+def test_equations_of_softmax_jacobian_estimators_carry_the_1_over_tau_of_the_chapter():
+    # eq-lab-st, eq-lab-gs and eq-lab-gumbel-rao in book/09_estimator_lab.ipynb
+    assert E.ESTIMATORS["straight_through"].equation == (
+        r"\tfrac1\tau\, J\big(\mathrm{softmax}(\theta/\tau)\big)\, \nabla f(D)")
+    assert E.ESTIMATORS["st_gumbel_softmax"].equation == (
+        r"\tfrac1\tau J\big(\mathrm{softmax}((\theta+g)/\tau)\big)\, \nabla f(D)")
+    assert E.ESTIMATORS["gumbel_rao"].equation == (
+        r"\frac1k\sum_{j=1}^k \tfrac1\tau J\big(\mathrm{softmax}((\theta+g^{(j)})/\tau)\big)\, \nabla f(D)")
+    # and the chapter shows exactly these right-hand sides
+    chapter = (REPO / "book" / "09_estimator_lab.ipynb").read_text(encoding="utf-8")
+    for name in ("straight_through", "gumbel_rao"):
+        assert E.ESTIMATORS[name].equation.replace("\\", "\\\\") in chapter

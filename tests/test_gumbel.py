@@ -414,3 +414,48 @@ def test_bad_samples_for_log_prob():
         G.concrete_log_prob(torch.tensor([1.5, -0.5, 0.0]), logits, 1.0)
     with pytest.raises(ValueError, match="same number of categories"):
         G.concrete_log_prob(torch.tensor([0.5, 0.5]), logits, 1.0)
+
+
+# -------------------------------------------------------------------------------- review fixes
+
+BAD_UNIFORMS = [(bad, dtype) for dtype in (torch.float32, torch.float64) for bad in (math.nan, -1.0, 2.0, -1e-30, 1 + 1e-6)]
+
+
+@pytest.mark.parametrize(("bad", "dtype"), [*BAD_UNIFORMS, (math.nan, torch.float16), (-1.0, torch.bfloat16)])
+def test_gumbel_from_uniform_rejects_nan_and_values_outside_0_1(bad, dtype):
+    u = torch.tensor([0.0, 0.5, bad, 1.0], dtype=dtype)  # 0 and 1 themselves are valid (clamped)
+    with pytest.raises(ValueError, match=r"u must lie in \[0, 1\].*only the endpoints 0 and 1"):
+        G.gumbel_from_uniform(u)
+
+
+def test_gumbel_from_uniform_accepts_torch_rand_and_skips_the_scan_without_value_checks():
+    from gstutorial.utils import value_checks
+
+    u = torch.rand(4, 1000, dtype=torch.float64, generator=gen(30))
+    torch.testing.assert_close(G.gumbel_from_uniform(u), -torch.log(-torch.log(u)), rtol=0, atol=0)
+    assert G.gumbel_from_uniform(torch.zeros(0, 3)).shape == (0, 3)
+    with value_checks(False):
+        assert torch.isnan(G.gumbel_from_uniform(torch.tensor([math.nan, 0.5]))[0])
+
+
+def test_concrete_total_mass_refuses_k_above_3_and_huge_grids():
+    with pytest.raises(ValueError, match=r"K = 2 or 3, got shape \(4,\).*too many for K > 3"):
+        G.concrete_total_mass(torch.zeros(4, dtype=torch.float64), 1.0, nodes=10)
+    with pytest.raises(ValueError, match="unmasked logits"):
+        G.concrete_total_mass(torch.tensor([0.0, NEG_INF, 0.0], dtype=torch.float64), 1.0, nodes=10)
+    with pytest.raises(ValueError, match=r"nodes\*\*\(K-1\) = 1.6e\+07 grid points for K = 3.*lower nodes"):
+        G.concrete_total_mass(torch.zeros(3, dtype=torch.float64), 1.0, nodes=4000)
+    for nodes in (0, 2.5, True):
+        with pytest.raises(ValueError, match="nodes must be an int >= 1"):
+            G.concrete_total_mass(torch.zeros(3, dtype=torch.float64), 1.0, nodes=nodes)
+
+
+def test_concrete_log_prob_names_a_device_mismatch_and_promotes_mixed_dtypes():
+    logits = torch.tensor([0.3, -0.4, 0.1])
+    with pytest.raises(ValueError, match="sample on meta and logits on cpu.*sample.to"):
+        G.concrete_log_prob(torch.full((3,), 1 / 3, device="meta"), logits, 1.0)
+    # chapter 5 evaluates float64 grid points against float32 logits: promoted, exactly as in float64
+    y = torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64)
+    value = G.concrete_log_prob(y, logits, 0.7)
+    assert value.dtype == torch.float64
+    assert value.item() == G.concrete_log_prob(y, logits.double(), 0.7).item()

@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
-from torch.distributions import Categorical, Normal, kl_divergence
+from torch.distributions import Categorical, Independent, Normal, kl_divergence
 
 from gstutorial import kl
 
@@ -197,3 +197,64 @@ def test_kl_uniform_same_value_and_gradient_without_value_checks(masked):
     assert torch.isfinite(values[1]).all() and torch.isfinite(grads[1]).all()
     torch.testing.assert_close(values[1], values[0], rtol=0, atol=1e-15)
     torch.testing.assert_close(grads[1], grads[0], rtol=0, atol=1e-15)
+
+
+# -------------------------------------------------------------------------------- review fixes
+
+def test_kl_monte_carlo_rejects_batched_distributions_and_names_independent():
+    p, q = Normal(torch.zeros(3), torch.ones(3)), Normal(torch.ones(3), torch.ones(3))
+    with pytest.raises(ValueError, match=r"p has batch shape \(3,\).*Independent\(p, 1\)"):
+        kl.kl_monte_carlo(p, q, 1000, generator_seed=0)
+    with pytest.raises(ValueError, match=r"q has batch shape \(2, 3\).*Independent\(q, 2\)"):
+        kl.kl_monte_carlo(Normal(0.0, 1.0), Normal(torch.zeros(2, 3), 1.0), 1000)
+    with pytest.raises(TypeError, match="torch.distributions.Distribution"):
+        kl.kl_monte_carlo(Normal(0.0, 1.0), "normal", 1000)
+    # the fix the message names: the KL of the joint, the sum of the three per-entry KLs of 0.5
+    mc, se = kl.kl_monte_carlo(Independent(p, 1), Independent(q, 1), 100_000, generator_seed=0)
+    assert abs(mc - 1.5) < 4 * se and se < 0.01
+
+
+def test_kl_monte_carlo_seed_restores_the_global_rng_and_keeps_the_draws():
+    p, q = Normal(0.8, 0.5), Normal(0.0, 1.0)
+    torch.manual_seed(11)
+    before = torch.get_rng_state()
+    mc, se = kl.kl_monte_carlo(p, q, 1000, generator_seed=3)
+    assert torch.equal(torch.get_rng_state(), before)  # the caller's stream is untouched
+    torch.manual_seed(3)  # the same draws as before the fix: seeded global RNG
+    x = p.sample((1000,))
+    log_ratio = (p.log_prob(x) - q.log_prob(x)).double()
+    assert mc == log_ratio.mean().item() and se == (log_ratio.std() / math.sqrt(1000)).item()
+    torch.manual_seed(11)
+    kl.kl_monte_carlo(p, q, 10, generator_seed=None)  # unseeded: the global RNG advances as usual
+    assert not torch.equal(torch.get_rng_state(), before)
+
+
+def test_kl_normal_and_kl_normal_std_reject_non_finite_means_naming_them():
+    one = torch.ones(2)
+    with pytest.raises(ValueError, match="^mu_q has NaN or infinite entries"):
+        kl.kl_normal(torch.tensor([0.0, math.nan]), one, torch.zeros(2), one)
+    with pytest.raises(ValueError, match="^mu_p has NaN or infinite entries"):
+        kl.kl_normal(torch.zeros(2), one, torch.tensor([math.inf, 0.0]), one)
+    with pytest.raises(ValueError, match="^mu has NaN or infinite entries"):
+        kl.kl_normal_std(torch.tensor([math.nan]), torch.zeros(1))
+    with pytest.raises(ValueError, match="^logvar has NaN or infinite entries"):
+        kl.kl_normal_std(torch.zeros(1), torch.tensor([-math.inf]))
+
+
+def test_shape_mismatches_name_both_shapes():
+    with pytest.raises(ValueError, match=r"mu_q \(2,\), sigma_q \(3,\), mu_p \(2,\), sigma_p \(2,\) do not broadcast"):
+        kl.kl_normal(torch.zeros(2), torch.ones(3), torch.zeros(2), torch.ones(2))
+    with pytest.raises(ValueError, match=r"mu \(2, 3\), logvar \(4, 3\) do not broadcast"):
+        kl.kl_normal_std(torch.zeros(2, 3), torch.zeros(4, 3))
+    with pytest.raises(ValueError, match=r"p \(2, 3\), q \(4, 3\) do not broadcast"):
+        kl.kl_categorical(torch.full((2, 3), 1 / 3), torch.full((4, 3), 1 / 3))
+    # shapes that do broadcast keep working: a shared prior row against a batch
+    value = kl.kl_categorical(torch.tensor([[0.5, 0.5], [1.0, 0.0]]), torch.tensor([0.5, 0.5]))
+    torch.testing.assert_close(value, torch.tensor([0.0, math.log(2)]), rtol=0, atol=1e-15)
+
+
+def test_kl_categorical_uniform_asks_for_floating_point_logits():
+    with pytest.raises(TypeError, match=r"floating-point tensor, got torch.int64.*logits.float\(\)"):
+        kl.kl_categorical_uniform(torch.tensor([1, 2, 3]))
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        kl.kl_categorical_uniform([0.0, 1.0])

@@ -155,3 +155,54 @@ def test_mean_gradient_of_a_linear_objective_matches_autograd_of_the_mean():
     (G.gumbel_softmax(rows, 0.7, generator=gen(10)) @ c).mean().backward()
     torch.testing.assert_close(mean, rows.grad.sum(0))
     assert mean.sum().abs() < 1e-12  # softmax gradients sum to zero over categories
+
+
+# -------------------------------------------------------------------------------- review fixes
+
+def test_straight_through_names_a_device_mismatch_and_promotes_mixed_dtypes():
+    with pytest.raises(ValueError, match="soft on meta and hard on cpu.*hard.to"):
+        S.straight_through(torch.zeros(3, device="meta"), torch.zeros(3))
+    # chapter 6 pairs a float32 soft with a float64 hard: kept, the value is the float64 hard exactly
+    x = torch.tensor([0.3, -1.2, 2.0], requires_grad=True)
+    hard = (x > 0).double()
+    y = S.straight_through(torch.sigmoid(x), hard)
+    assert y.dtype == torch.float64 and torch.equal(y.detach(), hard)
+
+
+TARGET = torch.tensor([0.6, 0.4, 0.0], dtype=torch.float64)
+
+
+def squared_distance(v):
+    return ((v - TARGET) ** 2).sum(-1)
+
+
+@pytest.mark.parametrize("call", ["expected_objective", "mean_gradient"])
+def test_objective_and_mean_gradient_check_logits(call):
+    def run(logits):
+        if call == "expected_objective":
+            return S.expected_objective(logits, squared_distance)
+        return S.mean_gradient(logits, squared_distance, 1.0, hard=True, num_samples=4, generator=gen(1))
+
+    with pytest.raises(ValueError, match=r"shape \(K,\).*got \(2, 3\).*once per row"):
+        run(torch.zeros(2, 3, dtype=torch.float64))
+    with pytest.raises(TypeError, match="floating-point tensor, got torch.int64"):
+        run(torch.tensor([1, 0, 2]))
+    for bad in (math.nan, -math.inf):
+        with pytest.raises(ValueError, match="logits has NaN or infinite entries"):
+            run(torch.tensor([0.5, bad, 0.1], dtype=torch.float64))
+
+
+def test_f_must_reduce_the_category_axis():
+    logits = torch.tensor([0.5, -0.2, 0.1], dtype=torch.float64)
+
+    def unreduced(v):  # forgot .sum(-1)
+        return (v - TARGET) ** 2
+
+    with pytest.raises(ValueError, match=r"f must map the \(K, K\) one-hot rows to \(K,\) values.*got shape \(3, 3\)"):
+        S.expected_objective(logits, unreduced)
+    with pytest.raises(ValueError, match=r"f must map the \(n, K\) samples to \(n,\) values.*got shape \(5, 3\)"):
+        S.mean_gradient(logits, unreduced, 1.0, hard=False, num_samples=5, generator=gen(2))
+    with pytest.raises(ValueError, match=r"got shape \(\)"):
+        S.mean_gradient(logits, lambda v: squared_distance(v).sum(), 1.0, hard=False, num_samples=5)
+    with pytest.raises(TypeError, match="f must return a torch.Tensor"):
+        S.expected_objective(logits, lambda v: 1.0)
