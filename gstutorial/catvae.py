@@ -37,6 +37,7 @@ Shapes: images ``(B, 784)``, logits and codes ``(B, N, K)`` with the category ax
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from collections.abc import Sequence
 
@@ -208,6 +209,11 @@ class CategoricalVAE(nn.Module):
         if estimator == "reinforce_loo" and num_samples < 2:
             raise ValueError("estimator 'reinforce_loo' needs num_samples >= 2 (each sample's baseline is "
                              "the mean of the others)")
+        hidden = tuple(hidden)
+        for h in hidden:  # int(64.7) would silently build a 64-unit layer
+            if isinstance(h, bool) or not isinstance(h, numbers.Integral):
+                raise TypeError(f"hidden widths must be ints, got {h!r} ({type(h).__name__}) in "
+                                f"hidden={hidden!r}; e.g. hidden=(512, 256)")
         hidden = tuple(int(h) for h in hidden)
         if not hidden or min(hidden) < 1 or input_dim < 1:
             raise ValueError(f"hidden widths and input_dim must be positive, got hidden={hidden}, "
@@ -315,6 +321,11 @@ class CategoricalVAE(nn.Module):
     @torch.no_grad()
     def sample_prior(self, num: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Images drawn from the model: z ~ Uniform one-hot, returns pixel probabilities ``(num, 784)``."""
+        if isinstance(num, bool) or not isinstance(num, numbers.Integral):
+            raise TypeError(f"num must be an int, got {type(num).__name__}")
+        if num < 1:
+            raise ValueError(f"num must be >= 1, got {num}")
+        num = int(num)
         p = next(self.parameters())
         logits = torch.zeros(num, self.latent_dim, self.num_categories, device=p.device, dtype=p.dtype)
         return torch.sigmoid(self.decode(one_hot_sample(logits, generator)))

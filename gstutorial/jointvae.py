@@ -365,10 +365,17 @@ class JointVAE(nn.Module):
 
         ``x``: binarized images or intensities in [0, 1], whichever the model was trained on.
         ``recon`` (Σ_pixels BCE of the deterministic reconstruction), ``kl_cont``, ``kl_disc`` and,
-        when :meth:`set_eval_labels` gave the labels of ``x``, ``cluster_acc``. ``temperature`` and
+        when :meth:`set_eval_labels` gave the labels of ``x`` (a ValueError if their number is not
+        ``x``'s), ``cluster_acc``. ``temperature`` and
         ``generator`` are not needed in eval mode and are accepted for the engine's interface.
         """
         check_images(x, self.input_dim, binary=False)
+        batch_size = _check_int(batch_size, "batch_size", 1)
+        labels = self._eval_labels
+        if labels is not None and labels.shape[0] != x.shape[0]:
+            raise ValueError(f"the evaluation labels hold {labels.shape[0]} labels but x holds {x.shape[0]} "
+                             "images; pass the labels of these images with model.set_eval_labels(labels), "
+                             "or model.set_eval_labels(None) to skip the cluster accuracy")
         was_training = self.training
         self.eval()
         try:
@@ -385,8 +392,7 @@ class JointVAE(nn.Module):
         finally:
             self.train(was_training)
         out = {k: v / x.shape[0] for k, v in sums.items()}
-        labels = self._eval_labels
-        if labels is not None and labels.shape[0] == x.shape[0]:
+        if labels is not None:
             out["cluster_acc"] = cluster_accuracy(torch.cat(clusters), labels, self.num_categories).accuracy
         return out
 

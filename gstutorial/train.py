@@ -112,12 +112,19 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "epochs" else 1):
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+        for name in ("seed", "eval_seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+        # bool is an int subclass: lr=True would pass as 1.0
         for name in ("lr", "tau0", "tau_min"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value)
+                                               and value > 0):
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-        if not (isinstance(self.anneal_rate, (int, float)) and math.isfinite(self.anneal_rate)
-                and self.anneal_rate >= 0):
+        if isinstance(self.anneal_rate, bool) or not (isinstance(self.anneal_rate, (int, float))
+                                                      and math.isfinite(self.anneal_rate)
+                                                      and self.anneal_rate >= 0):
             raise ValueError(f"anneal_rate must be a finite number >= 0, got {self.anneal_rate!r}")
         if not isinstance(self.binarize, bool):
             raise ValueError(f"binarize must be True or False, got {self.binarize!r}")

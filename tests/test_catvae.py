@@ -241,6 +241,42 @@ def test_bad_constructor_arguments():
         CategoricalVAE(20, 10, estimator="gumbel")  # "reinforce" is valid since chapter 9's estimators
 
 
+@pytest.mark.parametrize(("hidden", "error", "match"), [
+    ((64.7,), TypeError, r"hidden widths must be ints, got 64\.7 \(float\)"),
+    ((32, True), TypeError, r"hidden widths must be ints, got True \(bool\)"),
+    (("64",), TypeError, r"hidden widths must be ints, got '64' \(str\)"),
+    ((0,), ValueError, r"hidden widths and input_dim must be positive"),
+    ((), ValueError, r"hidden widths and input_dim must be positive"),
+])
+def test_hidden_widths_must_be_positive_ints(hidden, error, match):
+    with pytest.raises(error, match=match):
+        CategoricalVAE(2, 3, input_dim=4, hidden=hidden)
+
+
+def test_integer_hidden_widths_build_exactly_those_layers():
+    import numpy as np
+
+    model = CategoricalVAE(2, 3, input_dim=4, hidden=[7, np.int64(5)])
+    assert model.hidden == (7, 5) and all(type(h) is int for h in model.hidden)
+    assert [m.out_features for m in model.encoder if isinstance(m, torch.nn.Linear)] == [7, 5, 6]
+
+
+@pytest.mark.parametrize(("num", "error", "match"), [
+    (0, ValueError, "num must be >= 1, got 0"), (-2, ValueError, "num must be >= 1, got -2"),
+    (2.0, TypeError, "num must be an int, got float"), (True, TypeError, "num must be an int, got bool"),
+])
+def test_sample_prior_rejects_bad_counts(num, error, match):
+    with pytest.raises(error, match=match):
+        tiny_model().sample_prior(num)
+
+
+def test_sample_prior_decodes_uniform_one_hot_codes():
+    model = tiny_model()
+    images = model.sample_prior(3, torch.Generator().manual_seed(4))
+    codes = one_hot_sample(torch.zeros(3, 2, 3, dtype=torch.float64), torch.Generator().manual_seed(4))
+    torch.testing.assert_close(images, torch.sigmoid(model.decode(codes)))
+
+
 @pytest.mark.parametrize("tau", [0.0, -1.0, float("nan"), float("inf")])
 def test_bad_temperature(tau):
     model = CategoricalVAE(20, 10)

@@ -97,6 +97,28 @@ def test_bad_config(kwargs, match):
         TrainConfig(**kwargs)
 
 
+@pytest.mark.parametrize("kwargs, match", [
+    ({"seed": -1}, r"seed must be a non-negative int, got -1"),
+    ({"seed": 1.5}, r"seed must be a non-negative int, got 1\.5"),
+    ({"seed": True}, r"seed must be a non-negative int, got True"),
+    ({"seed": "0"}, r"seed must be a non-negative int, got '0'"),
+    ({"eval_seed": -3}, r"eval_seed must be a non-negative int, got -3"),
+    ({"eval_seed": False}, r"eval_seed must be a non-negative int, got False"),
+    ({"lr": True}, r"lr must be a finite number > 0, got True"),
+    ({"tau0": True, "tau_min": 0.5}, r"tau0 must be a finite number > 0, got True"),
+    ({"tau_min": True}, r"tau_min must be a finite number > 0, got True"),
+    ({"anneal_rate": False}, r"anneal_rate must be a finite number >= 0, got False"),
+])
+def test_bad_seeds_and_bools_for_numbers_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**kwargs)
+
+
+def test_valid_seeds_and_numbers_are_kept():
+    config = TrainConfig(seed=0, eval_seed=2**40, lr=1, tau0=2, tau_min=0.5, anneal_rate=0)
+    assert (config.seed, config.eval_seed, config.lr, config.tau0, config.anneal_rate) == (0, 2**40, 1, 2, 0)
+
+
 # --------------------------------------------------------------------------------------------------
 # Engine: outputs, checkpoints, resume
 # --------------------------------------------------------------------------------------------------
