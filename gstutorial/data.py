@@ -261,7 +261,7 @@ def load_mnist(split: str = "train", root: str | os.PathLike | None = None, *, b
     images = images_u8.to(dtype=dtype).div_(255.0)
     if binarize == "fixed":
         images = binarize_fixed(images, seed=seed)
-    return images.to(device), labels.to(device)
+    return images.to(device), labels.to(device, copy=True)  # a copy: editing it must not reach the cache
 
 
 def binarize_fixed(images: torch.Tensor, seed: int = 0) -> torch.Tensor:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -55,12 +55,27 @@ def test_dynamic_binarization_is_bernoulli():
     assert abs(sample.mean().item() - 0.3) < 5e-3
 
 
-def test_loading_is_fast_once_files_are_present(mnist_copy):
+def test_a_second_load_comes_from_the_cache_and_files_are_never_rewritten(mnist_copy, monkeypatch):
+    raw = mnist_copy / "MNIST" / "raw"
+    def state():
+        return {p.name: (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest()) for p in raw.iterdir()}
+
+    before = state()
     data._CACHE.clear()
-    start = time.perf_counter()
-    data.load_mnist("train", mnist_copy, download=False)
-    elapsed = time.perf_counter() - start
-    print(f"load_mnist('train') from disk took {elapsed:.3f} s")  # a measurement, not a timed assertion
+    images, labels = data.load_mnist("train", mnist_copy, download=False)
+    assert list(data._CACHE) == [(str(raw.resolve()), "train")]
+    pristine, pristine_labels = images.clone(), labels.clone()
+    images.zero_()  # the caller's tensors are copies: changing them leaves the cache alone
+    labels.fill_(-1)
+
+    def no_disk(path):
+        raise AssertionError(f"read {path} again instead of using the cache")
+
+    monkeypatch.setattr(data, "_read_idx", no_disk)
+    again, labels_again = data.load_mnist("train", mnist_copy, download=False)
+    assert torch.equal(again, pristine) and torch.equal(labels_again, pristine_labels)
+    # loading reads the files and never writes them (no fetch, no repair, no temporary files)
+    assert state() == before
 
 
 def test_missing_file_names_file_and_fix(mnist_copy):
