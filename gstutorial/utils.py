@@ -10,12 +10,14 @@ import random
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
-__all__ = ["atomic_write", "check_float_tensor", "flush_subnormals", "get_device", "progress_disabled",
-           "restoring_subnormal_mode", "set_seed", "subnormals_flushed", "value_checks", "value_checks_enabled"]
+__all__ = ["ChapterSettings", "atomic_write", "chapter_settings", "check_float_tensor", "flush_subnormals",
+           "get_device", "progress_disabled", "restoring_subnormal_mode", "set_seed", "subnormals_flushed",
+           "value_checks", "value_checks_enabled"]
 
 # per thread (and per asyncio task): training in a background thread leaves other threads' checks on
 _value_checks: contextvars.ContextVar[bool] = contextvars.ContextVar("gstutorial_value_checks", default=True)
@@ -33,6 +35,38 @@ def get_device(prefer: str | None = None) -> torch.device:
     """The compute device: ``prefer`` if given, else ``$GSTUTORIAL_DEVICE``, else CUDA when present."""
     name = prefer or os.environ.get("GSTUTORIAL_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+class ChapterSettings(NamedTuple):
+    """What a training chapter reads from the environment (see :func:`chapter_settings`)."""
+
+    data_root: Path
+    retrain: bool
+    smoke_test: bool
+
+
+def chapter_settings(book_dir: str | os.PathLike = ".") -> ChapterSettings:
+    """The environment switches of chapters 7 and 8, read once for both.
+
+    * ``GSTUTORIAL_DATA``: the MNIST root. A relative path is taken from the repository root (the folder
+      above ``book/``, where ``make`` runs), not from ``book/``, where the notebook's kernel runs.
+      Default: the repository's ``data/``.
+    * ``GSTUTORIAL_RETRAIN=1``: train in the notebook instead of loading the committed weights.
+    * ``GSTUTORIAL_SMOKE_TEST=1``: with ``GSTUTORIAL_RETRAIN=1``, train one epoch on 2,000 images.
+
+    ``book_dir`` is the chapters' folder, the notebook's working directory by default. The flags accept
+    ``1`` or ``0`` (or unset); anything else raises ``ValueError`` rather than being read as off.
+    """
+    repo = Path(book_dir).resolve().parent
+    flags = {}
+    for name in ("GSTUTORIAL_RETRAIN", "GSTUTORIAL_SMOKE_TEST"):
+        value = os.environ.get(name, "0").strip()
+        if value not in ("0", "1", ""):
+            raise ValueError(f"{name}={value!r}: set it to 1 to switch it on, or 0 (or unset) for off")
+        flags[name] = value == "1"
+    data = Path(os.environ.get("GSTUTORIAL_DATA") or "data").expanduser()
+    return ChapterSettings(data if data.is_absolute() else repo / data,
+                           flags["GSTUTORIAL_RETRAIN"], flags["GSTUTORIAL_SMOKE_TEST"])
 
 
 def flush_subnormals(enabled: bool = True) -> bool:

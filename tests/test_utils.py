@@ -138,3 +138,23 @@ def test_restoring_subnormal_mode_as_block_and_decorator():
         flush_subnormals(False)
     assert subnormals_flushed()                  # the flushed mode it found is put back too
     flush_subnormals(False)
+
+
+def test_chapter_settings_read_the_environment_from_the_repository_root(tmp_path, monkeypatch):
+    from gstutorial.utils import chapter_settings
+
+    book = tmp_path / "repo" / "book"
+    book.mkdir(parents=True)
+    for name in ("GSTUTORIAL_DATA", "GSTUTORIAL_RETRAIN", "GSTUTORIAL_SMOKE_TEST"):
+        monkeypatch.delenv(name, raising=False)
+    assert chapter_settings(book) == (tmp_path / "repo" / "data", False, False)
+    # a relative data root means the repository's folder, as when set next to `make`, not book/'s
+    monkeypatch.setenv("GSTUTORIAL_DATA", "mnist")
+    monkeypatch.setenv("GSTUTORIAL_RETRAIN", "1")
+    assert chapter_settings(book) == (tmp_path / "repo" / "mnist", True, False)
+    monkeypatch.setenv("GSTUTORIAL_DATA", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("GSTUTORIAL_SMOKE_TEST", "1")
+    assert chapter_settings(book) == (tmp_path / "elsewhere", True, True)
+    monkeypatch.setenv("GSTUTORIAL_RETRAIN", "yes")
+    with pytest.raises(ValueError, match="GSTUTORIAL_RETRAIN='yes': set it to 1"):
+        chapter_settings(book)
