@@ -132,8 +132,11 @@ def main() -> None:
                        "train_wall_s": history[-1]["elapsed_s"],
                        **measure(model.eval(), test_x, tau, args.iw_samples, args.iw_examples, config.eval_seed),
                        "iw_samples": args.iw_samples, "iw_examples_asked": args.iw_examples if args.iw_samples else None,
-                       "train_config": dataclasses.asdict(config), "device": str(device),
-                       "threads": torch.get_num_threads()}
+                       "train_config": dataclasses.asdict(config),
+                       # where the run trained (its last epoch), not where it is scored; histories written
+                       # before train() recorded these fall back to this process's settings
+                       "device": history[-1].get("device", str(device)),
+                       "threads": history[-1].get("threads", torch.get_num_threads())}
                 text = json.dumps(row, indent=1, allow_nan=False) + "\n"
                 atomic_write(cache, lambda tmp, t=text: tmp.write_text(t))
             runs[est].append(row)

@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 from gstutorial.jointvae import main as jointvae_main
-from gstutorial.utils import atomic_write
+from gstutorial.utils import atomic_write, get_device
 
 RESULTS = Path("benchmarks/results/jointvae.json")
 
@@ -65,6 +65,8 @@ def train_one(seed: int, epochs: int, out: Path, extra: list[str]) -> dict:
             # model scored on the fixed binarization the other runs use
             **({"cluster_accuracy_binarized_test": final["cluster_accuracy_binarized_test"]}
                if "cluster_accuracy_binarized_test" in final else {}),
+            # where the run trained, as train() recorded it (absent from histories written before it did)
+            "trained_on": {k: history[-1][k] for k in ("device", "threads") if k in history[-1]},
             "history": [{k: row[k] for k in ("epoch", "step", "loss", "recon", "kl_cont", "kl_disc", "c_cont",
                                              "c_disc", "test_cluster_acc", "elapsed_s") if k in row}
                         for row in history]}
@@ -150,9 +152,11 @@ def main(argv: list[str] | None = None) -> int:
                "train_wall_s_total": round(sum(r["train_wall_s"] for r in runs), 1), "runs": runs}
     if args.variant == "main":
         results.update(summary)
+        # where the runs trained, as train() recorded it (older runs: this process's settings)
+        trained = runs[0].get("trained_on", {})
         results["machine"] = {"platform": platform.platform(), "processor": platform.processor(),
-                              "torch": torch.__version__, "threads": args.threads,
-                              "device": "cuda" if torch.cuda.is_available() else "cpu"}
+                              "torch": torch.__version__, "threads": trained.get("threads", args.threads),
+                              "device": torch.device(trained.get("device", get_device())).type}
     else:
         results.setdefault("variants", {})[args.variant] = summary
     text = json.dumps(results, indent=1) + "\n"

@@ -447,7 +447,9 @@ def train(model: nn.Module, train_x: torch.Tensor, config: TrainConfig | None = 
                 + (f"{ckpt_path} still holds epoch {epoch - 1}; resume from it with a smaller learning rate "
                    f"(lr={config.lr} now)" if ckpt_path is not None and epoch > 1 else
                    f"Lower the learning rate (lr={config.lr} now)") + " or check the data")
-        row.update({"epoch_s": round(seconds, 3), "elapsed_s": round(elapsed, 3)})
+        # where this epoch ran: benchmarks that score a run later read these, not their own process's
+        row.update({"epoch_s": round(seconds, 3), "elapsed_s": round(elapsed, 3), "device": str(device),
+                    "threads": torch.get_num_threads()})
         if test_x is not None and callable(getattr(model, "evaluate", None)) and (
                 epoch % config.eval_every == 0 or epoch == config.epochs):
             eval_gen = torch.Generator(device=device).manual_seed(config.eval_seed)

@@ -455,3 +455,18 @@ def test_command_line_puts_the_callers_subnormal_mode_back(tmp_path, mnist_raw):
         assert main(argv) == 0
     assert seen == [torch.set_flush_denormal(False)]  # flushed during training (where supported)
     assert not subnormals_flushed()
+
+
+def test_history_records_where_each_epoch_trained(tmp_path, mnist):
+    # benchmarks that score a run later (another process, maybe another thread count) read these fields
+    train_x, _ = mnist
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = train(small_model(), train_x[:200], TrainConfig(epochs=2), out_dir=tmp_path, device="cpu",
+                       progress=False)
+    finally:
+        torch.set_num_threads(previous)
+    assert [(row["device"], row["threads"]) for row in result.history] == [("cpu", 1), ("cpu", 1)]
+    saved = json.loads((tmp_path / "history.json").read_text())["history"]
+    assert saved[-1]["device"] == "cpu" and saved[-1]["threads"] == 1
