@@ -463,3 +463,28 @@ def test_equations_of_softmax_jacobian_estimators_carry_the_1_over_tau_of_the_ch
     chapter = (REPO / "book" / "09_estimator_lab.ipynb").read_text(encoding="utf-8")
     for name in ("straight_through", "gumbel_rao"):
         assert E.ESTIMATORS[name].equation.replace("\\", "\\\\") in chapter
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", list(E.ESTIMATORS))
+def test_every_estimator_runs_on_the_logits_device_and_agrees_with_the_cpu_in_the_mean(name):
+    # the noise, the conditional Gumbel draws and the scores are created where the logits live
+    problem = lab.get_problem("sigmoid")
+    est = E.get_estimator(name)
+    tau = 1.0
+    num_samples = 2 if est.baseline == "loo" else 1
+    replicates = 20000
+    theta = problem.theta.to("cuda").expand(replicates, *problem.theta.shape).clone().requires_grad_(True)
+    values = problem.values.to("cuda")
+
+    def f(z):
+        return problem.h((z * values).sum((-2, -1)))
+
+    surrogate = est.surrogate(theta, f, temperature=tau, num_samples=num_samples, k=4,
+                              generator=torch.Generator(device="cuda").manual_seed(0))
+    (grad,) = torch.autograd.grad(surrogate.sum(), theta)
+    assert surrogate.device.type == "cuda" and grad.device.type == "cuda" and torch.isfinite(grad).all()
+    cpu = estimates(problem, name, replicates, 1, temperature=tau, num_samples=num_samples, k=4)
+    gpu = grad.cpu()
+    se = (cpu.var(0) / replicates + gpu.var(0) / replicates).sqrt().clamp_min(1e-12)
+    assert ((cpu.mean(0) - gpu.mean(0)).abs() / se).max() < 5.0
