@@ -215,6 +215,8 @@ class CategoricalVAE(nn.Module):
                 raise TypeError(f"hidden widths must be ints, got {h!r} ({type(h).__name__}) in "
                                 f"hidden={hidden!r}; e.g. hidden=(512, 256)")
         hidden = tuple(int(h) for h in hidden)
+        if isinstance(input_dim, bool) or not isinstance(input_dim, numbers.Integral):
+            raise TypeError(f"input_dim must be an int (pixels per image, 784 for MNIST), got {input_dim!r}")
         if not hidden or min(hidden) < 1 or input_dim < 1:
             raise ValueError(f"hidden widths and input_dim must be positive, got hidden={hidden}, "
                              f"input_dim={input_dim}")

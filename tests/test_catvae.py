@@ -253,6 +253,13 @@ def test_hidden_widths_must_be_positive_ints(hidden, error, match):
         CategoricalVAE(2, 3, input_dim=4, hidden=hidden)
 
 
+def test_input_dim_must_be_an_int():
+    with pytest.raises(TypeError, match=r"input_dim must be an int .* got 784\.5"):
+        CategoricalVAE(2, 3, input_dim=784.5)
+    with pytest.raises(TypeError, match="input_dim must be an int"):
+        CategoricalVAE(2, 3, input_dim=True)
+
+
 def test_integer_hidden_widths_build_exactly_those_layers():
     import numpy as np
 
