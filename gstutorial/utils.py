@@ -32,9 +32,21 @@ def set_seed(seed: int) -> torch.Generator:
 
 
 def get_device(prefer: str | None = None) -> torch.device:
-    """The compute device: ``prefer`` if given, else ``$GSTUTORIAL_DEVICE``, else CUDA when present."""
+    """The compute device: ``prefer`` if given, else ``$GSTUTORIAL_DEVICE``, else CUDA when present.
+
+    A device name torch does not know, or CUDA asked for where PyTorch sees none, raises ``ValueError``
+    naming where the request came from.
+    """
+    source = "--device / prefer" if prefer else "GSTUTORIAL_DEVICE"
     name = prefer or os.environ.get("GSTUTORIAL_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r} (from {source}); use 'cpu' or 'cuda'") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} (from {source}) asked for CUDA, but PyTorch sees no CUDA device here; "
+                         "use cpu (--device cpu, or unset GSTUTORIAL_DEVICE)")
+    return device
 
 
 class ChapterSettings(NamedTuple):

@@ -470,3 +470,19 @@ def test_history_records_where_each_epoch_trained(tmp_path, mnist):
     assert [(row["device"], row["threads"]) for row in result.history] == [("cpu", 1), ("cpu", 1)]
     saved = json.loads((tmp_path / "history.json").read_text())["history"]
     assert saved[-1]["device"] == "cpu" and saved[-1]["threads"] == 1
+
+
+def test_command_line_reports_missing_data_and_bad_devices_as_one_line(tmp_path, capsys, monkeypatch):
+    import gstutorial.train as engine
+    from gstutorial import data
+
+    status = engine.main(["catvae", "--epochs", "1", "--out", str(tmp_path / "run"), "--device", "tpu"])
+    assert status == 2 and "error: unknown device 'tpu'" in capsys.readouterr().err
+
+    def no_files(*args, **kwargs):  # what load_mnist raises when the files cannot be found or fetched
+        raise data.MNISTDataError("MNIST files missing. " + data._FIX_HINT.format(raw=tmp_path))
+
+    monkeypatch.setattr(engine, "load_mnist", no_files)
+    status = engine.main(["catvae", "--epochs", "1", "--out", str(tmp_path / "run"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert status == 2 and err.startswith("error: MNIST files missing") and "--data-root" in err

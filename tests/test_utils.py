@@ -158,3 +158,18 @@ def test_chapter_settings_read_the_environment_from_the_repository_root(tmp_path
     monkeypatch.setenv("GSTUTORIAL_RETRAIN", "yes")
     with pytest.raises(ValueError, match="GSTUTORIAL_RETRAIN='yes': set it to 1"):
         chapter_settings(book)
+
+
+def test_get_device_names_a_bad_request(monkeypatch):
+    from gstutorial.utils import get_device
+
+    monkeypatch.delenv("GSTUTORIAL_DEVICE", raising=False)
+    assert get_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match=r"unknown device 'tpu' \(from --device / prefer\)"):
+        get_device("tpu")
+    monkeypatch.setenv("GSTUTORIAL_DEVICE", "tpu")
+    with pytest.raises(ValueError, match=r"unknown device 'tpu' \(from GSTUTORIAL_DEVICE\)"):
+        get_device()
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="PyTorch sees no CUDA device here; use cpu"):
+            get_device("cuda")
