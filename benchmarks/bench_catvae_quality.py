@@ -24,8 +24,11 @@ Long: about 100 epochs x 600 steps per run. Example (the paper's settings)::
 ``--no-train`` only evaluates the checkpoints already in the run folders (whatever epoch they reached).
 Each run's evaluation is stored next to its checkpoint (``measured.json``) and reused while the
 checkpoint's step and the bound's settings are unchanged, so runs can be trained by several
-invocations in parallel (e.g. ``--estimators gs`` and ``--estimators st``, ``--threads 1`` each) and
-one last invocation with ``--no-train`` collects them all into the results file.
+invocations in parallel (e.g. ``--estimators gs`` and ``--estimators st``, ``--threads 1`` each, with
+``--out`` pointing elsewhere) and one last invocation with ``--no-train`` collects them all into the
+results file. An invocation whose estimators, seeds or epochs differ from those the results file
+already holds stops before training rather than replace them (``--replace`` overrides), so a quick
+try such as ``--epochs 1`` cannot overwrite the numbers chapter 7 reads.
 """
 
 from __future__ import annotations
@@ -89,13 +92,23 @@ def main() -> None:
     parser.add_argument("--iw-examples", type=int, default=10_000, help="test images for the IW bound")
     parser.add_argument("--no-train", action="store_true", help="only evaluate existing checkpoints")
     parser.add_argument("--runs", default="benchmarks/results/runs", help="run folders (checkpoints)")
-    parser.add_argument("--out", default="benchmarks/results/catvae_quality.json")
+    parser.add_argument("--out", default="benchmarks/results/catvae_quality.json",
+                        help="results file (chapter 7 reads the default)")
+    parser.add_argument("--replace", action="store_true",
+                        help="overwrite a results file that holds other estimators, seeds or epochs")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--keep-subnormals", action="store_true",
                         help="do not flush subnormal floats to zero while training (the command line's --keep-subnormals)")
     parser.add_argument("--data-root", default=None)
     args = parser.parse_args()
 
+    # a quick try (--epochs 1) must not silently replace the runs the chapter reads
+    if Path(args.out).is_file() and not args.replace:
+        kept = {est: (s["seeds"], max(s["epochs"])) for est, s in json.loads(Path(args.out).read_text())["summary"].items()}
+        asked = {est: (list(args.seeds), args.epochs) for est in args.estimators}
+        if kept != asked:
+            raise SystemExit(f"{args.out} already holds (seeds, epochs) {kept}; this run would write {asked}. "
+                             "Write elsewhere with --out PATH, or pass --replace to overwrite it.")
     os.environ.setdefault("GSTUTORIAL_NO_PROGRESS", "1")
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -115,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (1 is fastest for this small model on a shared CPU)")
     parser.add_argument("--out-root", default="runs")
-    parser.add_argument("--results", default=str(RESULTS))
+    parser.add_argument("--results", default=str(RESULTS), help="results file (the chapter reads the default)")
+    parser.add_argument("--replace", action="store_true",
+                        help="overwrite a section of the results file that holds other settings")
     parser.add_argument("--variant", default="main",
                         help="name of a side experiment; its runs are stored under variants[NAME]")
     parser.add_argument("--note", default="", help="one line describing the variant")
@@ -133,6 +135,14 @@ def main(argv: list[str] | None = None) -> int:
 
     results_path = Path(args.results)
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    # a quick try (--epochs 1) must not silently replace the runs the chapter reads
+    section = results if args.variant == "main" else results.get("variants", {}).get(args.variant)
+    if section and not args.replace:
+        kept = {k: section.get(k) for k in ("seeds", "epochs", "model_options", "restarts")}
+        asked = {"seeds": args.seeds, "epochs": args.epochs, "model_options": extra, "restarts": args.restarts}
+        if kept != asked:
+            raise SystemExit(f"{results_path} already holds variant {args.variant!r} with {kept}; this run has "
+                             f"{asked}. Write elsewhere with --results PATH, or pass --replace to overwrite it.")
     runs = []
     for seed in args.seeds:
         row = run_seed(seed, args.epochs, args.out_root, args.variant, extra, args.restarts, args.select_at)
