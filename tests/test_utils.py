@@ -1,3 +1,5 @@
+import os
+import stat
 import subprocess
 import sys
 
@@ -173,3 +175,21 @@ def test_get_device_names_a_bad_request(monkeypatch):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="PyTorch sees no CUDA device here; use cpu"):
             get_device("cuda")
+
+
+def test_atomic_write_gives_the_permissions_of_a_plain_write(tmp_path):
+    from gstutorial.utils import atomic_write
+
+    old_umask = os.umask(0o022)
+    try:
+        new = atomic_write(tmp_path / "new.txt", lambda tmp: tmp.write_text("a"))
+        assert stat.S_IMODE(new.stat().st_mode) == 0o644  # not mkstemp's private 0o600
+        os.umask(0o077)
+        assert stat.S_IMODE(atomic_write(tmp_path / "private.txt", lambda tmp: tmp.write_text("b"))
+                            .stat().st_mode) == 0o600
+        new.chmod(0o640)  # a file that is replaced keeps its own permissions
+        atomic_write(new, lambda tmp: tmp.write_text("c"))
+        assert new.read_text() == "c" and stat.S_IMODE(new.stat().st_mode) == 0o640
+    finally:
+        os.umask(old_umask)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.txt", "private.txt"]
