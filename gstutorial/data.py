@@ -179,6 +179,17 @@ def fetch_mnist(root: str | os.PathLike | None = None, *, sources: tuple[str, ..
     """
     raw = mnist_raw_dir(root)
     log: list[str] = []
+    if _check_all(raw):
+        try:
+            raw.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise MNISTDataError(
+                f"cannot create the MNIST folder {raw}: {exc.strerror or exc}. Fix: give a data root "
+                "that is a folder you can write to (--root / --data-root, or $GSTUTORIAL_DATA)"
+            ) from None
+        if verbose:
+            print(f"MNIST files missing from {raw.resolve()}: fetching them there (about 55 MB)",
+                  file=sys.stderr)
     for source in sources:
         wanted = list(_check_all(raw))
         if not wanted:
@@ -217,7 +228,7 @@ def _load_uint8(split: str, raw: Path, download: bool) -> tuple[torch.Tensor, to
     names = [f"{_SPLIT_PREFIX[split]}-images-idx3-ubyte", f"{_SPLIT_PREFIX[split]}-labels-idx1-ubyte"]
     problems = {n: p for n in names if (p := _problem(raw / n)) is not None}
     if problems and download:
-        fetch_mnist(raw.parent.parent)
+        fetch_mnist(raw.parent.parent, verbose=True)  # says where 55 MB is going, and how
         problems = {}
     if problems:
         listing = "; ".join(f"{raw / n}: {p}" for n, p in problems.items())

@@ -182,3 +182,33 @@ def test_bad_arguments():
 def test_command_line_reports_ready(mnist_copy, capsys):
     assert data._main(["--root", os.fspath(mnist_copy)]) == 0
     assert "4 raw files verified" in capsys.readouterr().out
+
+
+def test_load_mnist_says_where_it_fetches_missing_files(mnist_copy, mnist_raw, monkeypatch, capsys):
+    """A learner whose data root is empty (or mistyped) is told where 55 MB is going before it goes."""
+    (mnist_copy / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").unlink()
+
+    def fake_source(raw, wanted, log):
+        assert wanted == ["t10k-labels-idx1-ubyte"]
+        assert data._install_verified(mnist_raw / wanted[0], raw)
+
+    monkeypatch.setattr(data, "_try_torchvision", fake_source)
+    data._CACHE.clear()
+    images, labels = data.load_mnist("test", mnist_copy)
+    assert images.shape == (10_000, 784) and labels.shape == (10_000,)
+    err = capsys.readouterr().err
+    assert f"MNIST files missing from {(mnist_copy / 'MNIST' / 'raw').resolve()}: fetching them there" in err
+    assert "fetching 1 MNIST file(s) via torchvision" in err
+    data._CACHE.clear()
+    data.load_mnist("test", mnist_copy)  # nothing missing now: nothing said
+    assert capsys.readouterr().err == ""
+
+
+def test_a_data_root_that_is_a_file_gets_a_named_error(tmp_path, capsys):
+    not_a_folder = tmp_path / "mnist.tar"
+    not_a_folder.write_bytes(b"x")
+    with pytest.raises(data.MNISTDataError, match="cannot create the MNIST folder .*a folder you can write to"):
+        data.fetch_mnist(not_a_folder)
+    assert data._main(["--root", os.fspath(not_a_folder)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot create the MNIST folder") and err.count("\n") == 1
