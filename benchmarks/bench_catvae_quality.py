@@ -46,7 +46,7 @@ import torch
 from gstutorial.catvae import CategoricalVAE, importance_weighted_bound, negative_elbo
 from gstutorial.data import load_mnist
 from gstutorial.train import CHECKPOINT_NAME, TrainConfig, load_model, train
-from gstutorial.utils import atomic_write, flush_subnormals, get_device, set_seed
+from gstutorial.utils import HelpFormatter, atomic_write, flush_subnormals, get_device, set_seed
 
 MEASURED_NAME = "measured.json"  # a run folder's evaluation, reused while its checkpoint is unchanged
 PAPER = {"gs": 101.5, "st": 107.8}   # Jang et al. 2017, Table 1, categorical, −ELBO in nats
@@ -83,11 +83,14 @@ def measure(model: CategoricalVAE, test_x: torch.Tensor, tau: float, iw_samples:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Reproduce Jang et al. 2017 Table 1 (categorical 20x10).")
-    parser.add_argument("--estimators", nargs="+", choices=sorted(PAPER), default=["gs", "st"])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser = argparse.ArgumentParser(description="Reproduce Jang et al. 2017 Table 1 (categorical 20x10).",
+                                     formatter_class=HelpFormatter)
+    parser.add_argument("--estimators", nargs="+", choices=sorted(PAPER), default=["gs", "st"],
+                        help="gs = Gumbel-Softmax, st = straight-through Gumbel-Softmax")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="training seeds, one run each")
     parser.add_argument("--epochs", type=int, default=100, help="epochs per run (600 steps each)")
-    parser.add_argument("--anneal-rate", type=float, default=TrainConfig.anneal_rate)
+    parser.add_argument("--anneal-rate", type=float, default=TrainConfig.anneal_rate,
+                        help="r in tau_t = max(0.5, exp(-r t)), t = global step")
     parser.add_argument("--iw-samples", type=int, default=1000, help="k of the importance-weighted bound (0: skip)")
     parser.add_argument("--iw-examples", type=int, default=10_000, help="test images for the IW bound")
     parser.add_argument("--no-train", action="store_true", help="only evaluate existing checkpoints")
@@ -99,7 +102,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--keep-subnormals", action="store_true",
                         help="do not flush subnormal floats to zero while training (the command line's --keep-subnormals)")
-    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--data-root", default=None, help="MNIST data root (default: $GSTUTORIAL_DATA or ./data)")
     args = parser.parse_args()
 
     # a quick try (--epochs 1) must not silently replace the runs the chapter reads

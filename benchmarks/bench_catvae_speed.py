@@ -56,7 +56,7 @@ from torchvision import datasets, transforms
 from gstutorial.catvae import CategoricalVAE
 from gstutorial.data import load_mnist
 from gstutorial.train import TrainConfig, _make_optimizer, temperature_at, train
-from gstutorial.utils import atomic_write, flush_subnormals, value_checks
+from gstutorial.utils import HelpFormatter, atomic_write, flush_subnormals, value_checks
 
 LATENT, CLASSES, BATCH = 30, 10, 100
 
@@ -114,9 +114,9 @@ def floor_epoch(model: CategoricalVAE, steps: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median reported)")
-    parser.add_argument("--data-root", default="data")
+    parser.add_argument("--data-root", default="data", help="MNIST data root")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     parser.add_argument("--flush-subnormals", action="store_true",
                         help="flush subnormal floats to zero in all four measurements (set before anything runs)")

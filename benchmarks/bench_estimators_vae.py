@@ -42,7 +42,7 @@ from gstutorial.catvae import CategoricalVAE, importance_weighted_bound, negativ
 from gstutorial.data import load_mnist
 from gstutorial.estimators import ESTIMATORS
 from gstutorial.train import TrainConfig, train
-from gstutorial.utils import atomic_write, set_seed
+from gstutorial.utils import HelpFormatter, atomic_write, set_seed
 
 
 def mean_std(values: list[float]) -> tuple[float, float | None]:
@@ -94,9 +94,11 @@ def run_one(job: dict) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Gradient estimators training the 20x10 categorical VAE.")
-    parser.add_argument("--estimators", nargs="+", choices=list(ESTIMATORS), default=list(ESTIMATORS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser = argparse.ArgumentParser(description="Gradient estimators training the 20x10 categorical VAE.",
+                                     formatter_class=HelpFormatter)
+    parser.add_argument("--estimators", nargs="+", choices=list(ESTIMATORS), default=list(ESTIMATORS),
+                        help="estimators to train with, one run each per seed")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per run (600 steps each)")
     parser.add_argument("--score-samples", type=int, default=4, help="S of REINFORCE and REINFORCE + LOO")
     parser.add_argument("--k", type=int, default=10, help="conditional Gumbel draws of Gumbel-Rao")
@@ -105,8 +107,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--runs", default="benchmarks/results/runs", help="run folders (checkpoints)")
-    parser.add_argument("--out", default="benchmarks/results/estimators_vae.json")
-    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--out", default="benchmarks/results/estimators_vae.json",
+                        help="results file (chapter 9 reads the default)")
+    parser.add_argument("--data-root", default=None, help="MNIST data root (default: $GSTUTORIAL_DATA or ./data)")
     args = parser.parse_args()
 
     jobs = [{"estimator": est, "seed": seed, "epochs": args.epochs, "score_samples": args.score_samples,

@@ -26,7 +26,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from gstutorial.gumbel import gumbel_softmax  # noqa: E402
-from gstutorial.utils import get_device  # noqa: E402
+from gstutorial.utils import HelpFormatter, get_device  # noqa: E402
 
 SHAPES = [(100, 20, 10), (4096, 1000)]
 TEMPERATURE = 0.5
@@ -56,10 +56,11 @@ def timed(sampler, logits, weights, hard, device) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--repeats", type=int, default=30, help="timed calls per implementation and case")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"],
+                        help="dtype of the logits")
     args = parser.parse_args()
     device = get_device(args.device)
     dtype = getattr(torch, args.dtype)

@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 from gstutorial.jointvae import main as jointvae_main
-from gstutorial.utils import atomic_write, get_device
+from gstutorial.utils import HelpFormatter, atomic_write, get_device
 
 RESULTS = Path("benchmarks/results/jointvae.json")
 
@@ -109,12 +109,12 @@ def run_seed(seed: int, epochs: int, out_root: str, tag: str, extra: list[str], 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=30)
+                                     formatter_class=HelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds, one run each")
+    parser.add_argument("--epochs", type=int, default=30, help="epochs per run (938 steps each at batch 64)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (1 is fastest for this small model on a shared CPU)")
-    parser.add_argument("--out-root", default="runs")
+    parser.add_argument("--out-root", default="runs", help="folder for the run folders (checkpoints)")
     parser.add_argument("--results", default=str(RESULTS), help="results file (the chapter reads the default)")
     parser.add_argument("--replace", action="store_true",
                         help="overwrite a section of the results file that holds other settings")

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from gstutorial.train import CHECKPOINT_NAME, load_checkpoint
-from gstutorial.utils import atomic_write
+from gstutorial.utils import HelpFormatter, atomic_write
 
 RESULTS = Path("benchmarks/results/subnormals.json")
 
@@ -74,13 +74,13 @@ def subnormal_moments(state: dict) -> tuple[int, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     parser.add_argument("--run", default="benchmarks/results/runs/catvae-20x10-gs-seed0",
                         help="a finished run folder of bench_catvae_quality.py")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (median reported)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: PyTorch's choice)")
     parser.add_argument("--data-root", default=None, help="MNIST data root the run was trained on")
-    parser.add_argument("--results", default=str(RESULTS))
+    parser.add_argument("--results", default=str(RESULTS), help="results file (chapter 7 reads the default)")
     args = parser.parse_args()
 
     run = Path(args.run)

@@ -57,7 +57,7 @@ from .data import binarize_fixed
 from .gumbel import check_temperature, gumbel_softmax
 from .kl import kl_categorical_uniform, kl_normal_std
 from .reparam import reparameterize
-from .utils import atomic_write, get_device, restoring_subnormal_mode, set_seed
+from .utils import HelpFormatter, atomic_write, get_device, restoring_subnormal_mode, set_seed
 
 __all__ = [
     "PAPER_SETTINGS",
@@ -622,9 +622,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="train and evaluate on MNIST's grey levels in [0, 1] instead of binarized pixels, as "
                         "Dupont's code does (the reconstruction term is then a cross-entropy against grey levels)")
     p.add_argument("--epochs", type=int, default=30, help="total epochs (938 steps each at batch 64)")
-    p.add_argument("--batch-size", type=int, default=s["batch_size"])
+    p.add_argument("--batch-size", type=int, default=s["batch_size"], help="images per step")
     p.add_argument("--lr", type=float, default=s["lr"], help="Adam learning rate")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds weights, data order, binarization, noise")
     p.add_argument("--eval-every", type=int, default=1, help="evaluate on the test set every this many epochs")
     from .train import (
         add_run_arguments,  # train imports this module lazily; no cycle at import time
@@ -643,7 +643,7 @@ _DESCRIPTION = ("Joint VAE (Dupont 2018) on dynamically binarized MNIST (or its 
 def add_cli(subparsers) -> argparse.ArgumentParser:
     """Add the ``jointvae`` subcommand to ``python -m gstutorial.train``'s subparsers; return it."""
     p = subparsers.add_parser("jointvae", help="Joint VAE: continuous + discrete latents (chapter 8)",
-                              description=_DESCRIPTION, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                              description=_DESCRIPTION, formatter_class=HelpFormatter)
     _add_arguments(p)
     return p
 
@@ -708,7 +708,7 @@ def main(argv: list[str] | None = None) -> int:
     from .train import CheckpointMismatchError
 
     parser = argparse.ArgumentParser(prog="python -m gstutorial.jointvae", description=_DESCRIPTION,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=HelpFormatter)
     _add_arguments(parser)
     args = parser.parse_args(argv)
     try:

@@ -49,6 +49,7 @@ from torch import nn
 from .catvae import ESTIMATORS, CategoricalVAE, evaluate, importance_weighted_bound, parse_latent
 from .data import MNISTDataError, binarize_fixed, load_mnist, resize_images
 from .utils import (
+    HelpFormatter,
     atomic_write,
     flush_subnormals,
     get_device,
@@ -482,7 +483,8 @@ def add_run_arguments(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start afresh")
     p.add_argument("--export", default=None, metavar="PATH",
                    help="also write a compact weights-only file (for the book) to PATH")
-    p.add_argument("--export-dtype", choices=("float16", "float32"), default="float16")
+    p.add_argument("--export-dtype", choices=("float16", "float32"), default="float16",
+                   help="precision of the --export weights (float16 halves the file)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for PyTorch (default: PyTorch's choice; 1 is fastest on a busy machine)")
     p.add_argument("--keep-subnormals", action="store_true",
@@ -548,7 +550,7 @@ def _parser() -> argparse.ArgumentParser:
                        description="Categorical VAE on dynamically binarized MNIST (chapter 7); defaults: "
                                    "batch 100, Adam 1e-3, and Jang et al. 2017's temperature schedule "
                                    "tau = max(0.5, exp(-r t)) refreshed every 1000 steps.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     p.add_argument("--latent", default="20x10", help="N x K: N categorical variables with K classes each")
     p.add_argument("--estimator", choices=ESTIMATORS, default="gs",
                    help="gs = Gumbel-Softmax, st = straight-through Gumbel-Softmax")

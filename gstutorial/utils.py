@@ -3,6 +3,7 @@ value checks, atomic file writes, a softmax over the category axis."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import contextvars
 import os
@@ -16,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-__all__ = ["ChapterSettings", "atomic_write", "chapter_settings", "check_float_tensor", "flush_subnormals",
+__all__ = ["ChapterSettings", "HelpFormatter", "atomic_write", "chapter_settings", "check_float_tensor", "flush_subnormals",
            "get_device", "progress_disabled", "restoring_subnormal_mode", "set_seed", "subnormals_flushed",
            "value_checks", "value_checks_enabled"]
 
@@ -138,6 +139,17 @@ def restoring_subnormal_mode() -> Iterator[None]:
         yield
     finally:
         torch.set_flush_denormal(before)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` that shows each option's default once: appended as ``(default: ...)`` unless the
+    help already says it, and left out for flags and for options whose default is ``None``."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "(default" in text or any(action.default is v for v in (None, False, argparse.SUPPRESS)):
+            return text
+        return super()._get_help_string(action)
 
 
 def progress_disabled() -> bool:

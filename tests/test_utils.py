@@ -2,6 +2,7 @@ import os
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -193,3 +194,40 @@ def test_atomic_write_gives_the_permissions_of_a_plain_write(tmp_path):
     finally:
         os.umask(old_umask)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["new.txt", "private.txt"]
+
+
+_CLIS = ["gstutorial.train", "gstutorial.jointvae", "gstutorial.data"] + sorted(
+    p.stem for p in (Path(__file__).resolve().parents[1] / "benchmarks").glob("bench_*.py"))
+
+
+@pytest.mark.parametrize("cli", _CLIS)
+def test_every_command_line_option_has_help_that_states_its_default_once(cli, monkeypatch):
+    """``--help`` of every command line and benchmark: no option without help, no default shown twice."""
+    import argparse
+    import importlib
+
+    class Parsed(Exception):
+        pass
+
+    def grab(parser, *args, **kwargs):
+        raise Parsed(parser)
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", grab)
+    main = getattr(importlib.import_module(cli), "main", None) or importlib.import_module(cli)._main
+    with pytest.raises(Parsed) as info:
+        main([]) if main.__code__.co_argcount else main()
+    parsers = [info.value.args[0]]
+    checked = 0
+    while parsers:
+        parser = parsers.pop()
+        formatter = parser._get_formatter()
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                parsers += action.choices.values()
+            elif not isinstance(action, argparse._HelpAction):
+                shown = formatter._expand_help(action) if action.help else ""
+                assert shown.strip(), f"{cli}: {action.option_strings or action.dest} has no help"
+                assert shown.count("(default") <= 1, f"{cli}: {shown!r}"
+                checked += 1
+    assert checked >= 1
