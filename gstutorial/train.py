@@ -199,6 +199,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 def _check_compatible(state: dict, model: nn.Module, config: TrainConfig, fingerprint: list[float],
                       path: Path, device: torch.device) -> None:
     saved = state["model_config"]
+    if saved.get("model") != model.config().get("model"):  # another kind of model: that alone decides
+        raise CheckpointMismatchError(
+            f"cannot resume from {path}: it holds a {saved.get('model')!r} model, not a "
+            f"{model.config().get('model')!r} one. Fix: pick another output folder (--out), or start afresh "
+            "there (resume=False / --fresh).")
     try:  # state the saved configuration as the current code would (options added later take their defaults)
         saved = build_model(saved).config()
     except (KeyError, TypeError, ValueError):

@@ -12,6 +12,7 @@ import torch
 
 from gstutorial.catvae import ALL_ESTIMATORS, CategoricalVAE
 from gstutorial.data import binarize_fixed, load_mnist, resize_images
+from gstutorial.jointvae import JointVAE
 from gstutorial.train import (
     CheckpointMismatchError,
     TrainConfig,
@@ -202,6 +203,10 @@ def test_mismatched_checkpoint_is_refused(tmp_path, mnist):
         train(small_model(), data, TrainConfig(epochs=2, lr=1e-2), out_dir=tmp_path, progress=False)
     with pytest.raises(CheckpointMismatchError, match="training data"):
         train(small_model(), train_x[200:400], TrainConfig(epochs=2), out_dir=tmp_path, progress=False)
+    # another kind of model: said in one sentence, not as a list of every option the two do not share
+    with pytest.raises(CheckpointMismatchError) as info:
+        train(JointVAE(3, 4, hidden=(16, 8)), data, TrainConfig(epochs=2), out_dir=tmp_path, progress=False)
+    assert "it holds a 'catvae' model, not a 'jointvae' one" in str(info.value) and "checkpoint has" not in str(info.value)
     # a run trained on another kind of device: its saved random-number states cannot drive this one
     state = load_checkpoint(tmp_path / "checkpoint.pt")
     other = "cpu" if get_device().type != "cpu" else "cuda:0"
@@ -275,8 +280,6 @@ def test_divergence_is_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path
 
 def _engine_model(name: str) -> torch.nn.Module:
     if name == "jointvae":
-        from gstutorial.jointvae import JointVAE
-
         torch.manual_seed(0)
         return JointVAE(continuous_dim=3, num_categories=4)
     torch.manual_seed(0)
