@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -93,7 +94,24 @@ def run_one(job: dict) -> dict:
     return row
 
 
-def main() -> None:
+def settings(estimators: list[str], seeds: list[int], epochs: int, score_samples: int, k: int,
+             iw_samples: int, iw_examples: int) -> dict:
+    """What a results file is a measurement of: its runs and the test-set budget."""
+    runs = sorted((est, seed, epochs, score_samples if ESTIMATORS[est].kind == "score" else 1,
+                   k if ESTIMATORS[est].uses_k else 1) for est in estimators for seed in seeds)
+    return {"runs (estimator, seed, epochs, S, k)": runs, "IW bound (k, images)": (iw_samples, iw_examples)}
+
+
+def settings_in(path: Path) -> dict:
+    """:func:`settings` read back from a results file this benchmark wrote."""
+    saved = json.loads(path.read_text())
+    runs = sorted((r["estimator"], r["seed"], r["epochs"], r["num_samples"], r["k"]) for r in saved["runs"])
+    iw = re.search(r"IW bound with k = (\d+) on the first (\d+)", saved["budget"])
+    return {"runs (estimator, seed, epochs, S, k)": runs,
+            "IW bound (k, images)": (int(iw[1]), int(iw[2])) if iw else None}
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Gradient estimators training the 20x10 categorical VAE.",
                                      formatter_class=HelpFormatter)
     parser.add_argument("--estimators", nargs="+", choices=list(ESTIMATORS), default=list(ESTIMATORS),
@@ -109,8 +127,24 @@ def main() -> None:
     parser.add_argument("--runs", default="benchmarks/results/runs", help="run folders (checkpoints)")
     parser.add_argument("--out", default="benchmarks/results/estimators_vae.json",
                         help="results file (chapter 9 reads the default)")
+    parser.add_argument("--replace", action="store_true",
+                        help="overwrite a results file that holds other estimators, seeds or budget")
     parser.add_argument("--data-root", default=None, help="MNIST data root (default: $GSTUTORIAL_DATA or ./data)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    for name in ("epochs", "score_samples", "k", "iw_samples", "iw_examples", "jobs", "threads"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if any(seed < 0 for seed in args.seeds):
+        parser.error(f"--seeds must be non-negative, got {args.seeds}")
+
+    # a quick try (--epochs 1) must not silently replace the runs chapter 9 reads
+    asked = settings(args.estimators, args.seeds, args.epochs, args.score_samples, args.k,
+                     args.iw_samples, args.iw_examples)
+    if Path(args.out).is_file() and not args.replace and (kept := settings_in(Path(args.out))) != asked:
+        differ = "; ".join(f"{key}: the file has {kept[key]}, this run would write {asked[key]}"
+                           for key in asked if kept[key] != asked[key])
+        raise SystemExit(f"{args.out} holds other settings ({differ}). Write elsewhere with --out PATH, "
+                         "or pass --replace to overwrite it.")
 
     jobs = [{"estimator": est, "seed": seed, "epochs": args.epochs, "score_samples": args.score_samples,
              "k": args.k, "iw_samples": args.iw_samples, "iw_examples": args.iw_examples,
