@@ -57,7 +57,15 @@ def one_more_epoch(run: Path, state: dict, keep_subnormals: bool, threads: int |
         argv += ["--keep-subnormals"] if keep_subnormals else []
         argv += ["--threads", str(threads)] if threads else []
         argv += ["--data-root", data_root] if data_root else []
-        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "GSTUTORIAL_NO_PROGRESS": "1"})
+        proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "GSTUTORIAL_NO_PROGRESS": "1"})
+        if proc.returncode != 0:
+            said = proc.stderr.strip().splitlines()
+            raise SystemExit(f"the command line could not continue {run} (exit {proc.returncode}): "
+                             f"{said[-1] if said else 'no message'}. This benchmark needs a run that "
+                             "`python -m gstutorial.train catvae` can resume, such as "
+                             "benchmarks/bench_catvae_quality.py writes; pass it with --run, and the data "
+                             "root it was trained on with --data-root.")
         return json.loads((copy / "history.json").read_text())["history"][-1]
 
 
@@ -73,7 +81,7 @@ def subnormal_moments(state: dict) -> tuple[int, int]:
     return count, total
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     parser.add_argument("--run", default="benchmarks/results/runs/catvae-20x10-gs-seed0",
                         help="a finished run folder of bench_catvae_quality.py")
@@ -81,14 +89,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: PyTorch's choice)")
     parser.add_argument("--data-root", default=None, help="MNIST data root the run was trained on")
     parser.add_argument("--results", default=str(RESULTS), help="results file (chapter 7 reads the default)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     run = Path(args.run)
     if not (run / CHECKPOINT_NAME).is_file():
         raise SystemExit(f"no checkpoint in {run}; train it first with benchmarks/bench_catvae_quality.py")
     state = load_checkpoint(run / CHECKPOINT_NAME)
-    if state["model_config"].get("model") != "catvae":
-        raise SystemExit(f"{run} is not a categorical-VAE run")
+    if state["model_config"].get("model") != "catvae" or state["model_config"].get("estimator") not in ("gs", "st"):
+        raise SystemExit(f"{run} is not a run of the command line's categorical VAE (model "
+                         f"{state['model_config'].get('model')!r}, estimator {state['model_config'].get('estimator')!r}; "
+                         "it trains 'catvae' with estimator 'gs' or 'st'); pass one with --run")
     subnormal, moments = subnormal_moments(state)
     print(f"continuing {run} (epoch {state['epoch']}, step {state['step']}) for one epoch on the CPU; "
           f"{subnormal:,} of its {moments:,} Adam moment estimates are subnormal; "
