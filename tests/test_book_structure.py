@@ -77,6 +77,15 @@ def test_notebook_outputs_are_clean(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_carries_no_execution_timestamps(path):
+    """`make execute` writes none, so re-executing an unchanged chapter gives an empty diff."""
+    nb = json.loads(path.read_text())
+    stamped = [i for i, c in enumerate(nb["cells"]) if "execution" in c.get("metadata", {})]
+    assert not stamped, (f"{path.name}: cells {stamped} carry execution timestamps (from `jupyter execute`); "
+                         "re-execute with `make execute NB=...`")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_every_code_cell_declares_its_gpu_behaviour(path):
     """On GPU runners nbval runs in lax mode and compares only cells tagged `nbval-check-output`.
 
