@@ -280,7 +280,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
         raise ValueError(f"{path} is neither a gstutorial checkpoint nor a weights file (format {fmt!r})")
     model = build_model(state["model_config"])
     model.load_state_dict({k: v.to(dtype) if v.is_floating_point() else v for k, v in weights.items()})
-    model.to(device=get_device() if device is None else device, dtype=dtype).eval()
+    model.to(device=get_device(device), dtype=dtype).eval()
     metadata = {k: v for k, v in state.items()
                 if k not in ("model_state", "state_dict", "optimizer_state", "rng")}
     return model, metadata
@@ -372,7 +372,7 @@ def train(model: nn.Module, train_x: torch.Tensor, config: TrainConfig | None = 
     if test_x is not None and (not isinstance(test_x, torch.Tensor) or test_x.ndim != 2
                                or test_x.shape[1] != train_x.shape[1]):
         raise ValueError(f"test_x must be a tensor of shape (m, {train_x.shape[1]})")
-    device = get_device() if device is None else torch.device(device)
+    device = get_device(device)  # a clear error for CUDA on a machine without it
     progress = (not progress_disabled()) if progress is None else progress
     out_dir = None if out_dir is None else Path(out_dir)
 

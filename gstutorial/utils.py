@@ -33,14 +33,15 @@ def set_seed(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def get_device(prefer: str | None = None) -> torch.device:
+def get_device(prefer: str | torch.device | None = None) -> torch.device:
     """The compute device: ``prefer`` if given, else ``$GSTUTORIAL_DEVICE``, else CUDA when present.
 
     A device name torch does not know, or CUDA asked for where PyTorch sees none, raises ``ValueError``
     naming where the request came from.
     """
-    source = "--device / prefer" if prefer else "GSTUTORIAL_DEVICE"
-    name = prefer or os.environ.get("GSTUTORIAL_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    source = "--device / device=" if prefer else "GSTUTORIAL_DEVICE"
+    name = str(prefer) if prefer else (os.environ.get("GSTUTORIAL_DEVICE")
+                                       or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
         device = torch.device(name)
     except RuntimeError:

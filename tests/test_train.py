@@ -191,6 +191,18 @@ def test_resume_is_bit_identical(tmp_path, mnist):
     assert longer.resumed_from_epoch == 3 and longer.step == 20
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_asked_for_without_cuda_is_named_before_anything_is_written(tmp_path, mnist):
+    train_x, _ = mnist
+    with pytest.raises(ValueError, match=r"device 'cuda' \(from --device / device=\) asked for CUDA.*use cpu"):
+        train(small_model(), train_x[:200], TrainConfig(epochs=1), out_dir=tmp_path / "run", device="cuda",
+              progress=False)
+    assert not (tmp_path / "run").exists()
+    path = export_weights(small_model(), tmp_path / "w.pt")
+    with pytest.raises(ValueError, match="PyTorch sees no CUDA device here"):
+        load_model(path, device=torch.device("cuda"))
+
+
 def test_mismatched_checkpoint_is_refused(tmp_path, mnist):
     train_x, _ = mnist
     data = train_x[:200]

@@ -168,7 +168,7 @@ def test_get_device_names_a_bad_request(monkeypatch):
 
     monkeypatch.delenv("GSTUTORIAL_DEVICE", raising=False)
     assert get_device("cpu") == torch.device("cpu")
-    with pytest.raises(ValueError, match=r"unknown device 'tpu' \(from --device / prefer\)"):
+    with pytest.raises(ValueError, match=r"unknown device 'tpu' \(from --device / device=\)"):
         get_device("tpu")
     monkeypatch.setenv("GSTUTORIAL_DEVICE", "tpu")
     with pytest.raises(ValueError, match=r"unknown device 'tpu' \(from GSTUTORIAL_DEVICE\)"):
