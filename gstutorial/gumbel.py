@@ -318,6 +318,11 @@ def concrete_log_prob(sample: torch.Tensor, logits: torch.Tensor, temperature: f
     if sample.shape[-1] != logits.shape[-1]:
         raise ValueError(f"sample and logits need the same number of categories, got "
                          f"{sample.shape[-1]} and {logits.shape[-1]}")
+    try:
+        torch.broadcast_shapes(sample.shape, logits.shape)
+    except RuntimeError:
+        raise ValueError(f"sample and logits must have broadcastable shapes, got {tuple(sample.shape)} and "
+                         f"{tuple(logits.shape)}; their batch axes (all but the last) must match or be 1") from None
     out_dtype = torch.promote_types(sample.dtype, logits.dtype)
     work_dtype = torch.float32 if out_dtype in _HALF else out_dtype
     y, x = torch.broadcast_tensors(sample.to(work_dtype), logits.to(work_dtype))

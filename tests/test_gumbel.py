@@ -414,6 +414,10 @@ def test_bad_samples_for_log_prob():
         G.concrete_log_prob(torch.tensor([1.5, -0.5, 0.0]), logits, 1.0)
     with pytest.raises(ValueError, match="same number of categories"):
         G.concrete_log_prob(torch.tensor([0.5, 0.5]), logits, 1.0)
+    with pytest.raises(ValueError, match=r"broadcastable shapes, got \(4, 3\) and \(2, 3\); their batch axes"):
+        G.concrete_log_prob(torch.full((4, 3), 1 / 3), torch.zeros(2, 3), 1.0)
+    # batch axes of size 1 broadcast: one point against two rows of logits
+    assert G.concrete_log_prob(torch.full((1, 3), 1 / 3), torch.zeros(2, 3), 1.0).shape == (2,)
 
 
 # -------------------------------------------------------------------------------- review fixes
