@@ -15,8 +15,9 @@ the exact ELBO (:func:`elbo`, :func:`elbo_terms`), a Monte Carlo ELBO for any ``
 importance-weighted bound :math:`\\mathcal{L}_k` (:func:`iwae_bound`, and :func:`iwae_bound_exact`
 by enumeration for the discrete model).
 
-Shapes: an observation ``x`` has shape ``(*batch, D)``; ``q`` has batch shape ``batch`` (or ``()``,
-which broadcasts). Results have shape ``batch``. Device and dtype follow the inputs.
+Shapes: an observation ``x`` has shape ``(*batch, D)``; ``q`` has batch shape ``batch``, or one that
+broadcasts with it (``()``: the same q for every observation; it is expanded, so each observation
+still gets its own samples). Results have the broadcast batch shape. Device and dtype follow the inputs.
 """
 
 from __future__ import annotations
@@ -234,8 +235,9 @@ def _check_model(model: object) -> None:
         raise TypeError(f"model must be a DiscreteLatentModel or a LinearGaussianModel, got {type(model).__name__}")
 
 
-def _as_q(model: DiscreteLatentModel | LinearGaussianModel, q: object) -> Distribution:
-    """Validate ``q`` against ``model``; a discrete model also accepts a tensor of probabilities."""
+def _validated_q(model: DiscreteLatentModel | LinearGaussianModel, q: object) -> Distribution:
+    """Check that ``q`` is a distribution over the model's latent (a discrete model also accepts a
+    tensor of probabilities, made a ``Categorical``)."""
     _check_model(model)
     if isinstance(model, DiscreteLatentModel):
         if isinstance(q, torch.Tensor):
@@ -254,6 +256,20 @@ def _as_q(model: DiscreteLatentModel | LinearGaussianModel, q: object) -> Distri
                          f"({model.latent_dim},)), got event shape {tuple(q.event_shape)}; for a diagonal "
                          "Gaussian use Independent(Normal(mean, std), 1)")
     return q
+
+
+def _as_q(model: DiscreteLatentModel | LinearGaussianModel, q: object, x: torch.Tensor) -> Distribution:
+    """:func:`_validated_q`, its batch shape expanded to the one it shares with ``x``, so that each
+    observation has its own q and its own samples."""
+    q = _validated_q(model, q)
+    x = _check_x(x, model.dim)
+    try:
+        batch = torch.broadcast_shapes(x.shape[:-1], q.batch_shape)
+    except RuntimeError:
+        raise ValueError(f"x has batch shape {tuple(x.shape[:-1])} and q has batch shape {tuple(q.batch_shape)}, "
+                         "which do not broadcast; give q one distribution per observation (or batch shape ())"
+                         ) from None
+    return q if batch == q.batch_shape else q.expand(batch)
 
 
 def _gaussian_moments(q: Distribution) -> tuple[torch.Tensor, torch.Tensor, bool]:
@@ -284,7 +300,7 @@ def elbo_terms(model: DiscreteLatentModel | LinearGaussianModel, x: torch.Tensor
         The expected log-likelihood (by enumeration, or in closed form) and the KL to the prior
         (``gstutorial.kl.kl_categorical`` / ``kl.kl_normal`` / ``torch.distributions.kl_divergence``).
     """
-    q = _as_q(model, q)
+    q = _as_q(model, q, x)
     if isinstance(model, DiscreteLatentModel):
         reconstruction = (q.probs * model.log_likelihood_table(x)).sum(-1)
         kl_prior = kl.kl_categorical(q.probs, model.prior.expand_as(q.probs))
@@ -317,7 +333,7 @@ def elbo(model: DiscreteLatentModel | LinearGaussianModel, x: torch.Tensor, q: D
 def kl_to_posterior(model: DiscreteLatentModel | LinearGaussianModel, x: torch.Tensor,
                     q: Distribution | torch.Tensor) -> torch.Tensor:
     r""":math:`\mathrm{KL}(q \,\Vert\, p(z \mid x))` against the exact posterior: shape ``batch``."""
-    q = _as_q(model, q)
+    q = _as_q(model, q, x)
     posterior = model.posterior(x)
     if isinstance(model, DiscreteLatentModel):
         return kl.kl_categorical(q.probs, posterior.probs.expand_as(q.probs))
@@ -332,7 +348,7 @@ def log_importance_weights(model: DiscreteLatentModel | LinearGaussianModel, x: 
     Samples come from ``q.sample`` and so from PyTorch's global generator (seed it with
     ``torch.manual_seed`` for reproducible numbers).
     """
-    q = _as_q(model, q)
+    q = _as_q(model, q, x)
     _check_count(num_samples, "num_samples", 1)
     z = q.sample((num_samples,))
     return model.log_joint(x, z) - q.log_prob(z)
@@ -378,7 +394,7 @@ def iwae_bound_exact(model: DiscreteLatentModel, x: torch.Tensor, q: Categorical
     if not isinstance(model, DiscreteLatentModel):
         raise TypeError("iwae_bound_exact enumerates a discrete latent; use iwae_bound for "
                         f"{type(model).__name__}")
-    q = _as_q(model, q)
+    q = _as_q(model, q, x)
     _check_count(k, "k", 1)
     num_terms = model.num_categories**k
     if num_terms > max_terms:

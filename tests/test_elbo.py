@@ -286,6 +286,39 @@ def test_batched_bounds():
             elbo.iwae_bound_exact(model, x[i], q[i], 3).item(), abs=1e-12)
 
 
+@pytest.mark.parametrize("build", [mixture, pca], ids=["discrete", "linear-gaussian"])
+def test_one_q_for_a_batch_of_observations_is_expanded_not_paired(build):
+    """q with batch shape () and x with batch B: every result has shape B, and each observation gets
+    its own samples. Before, B samples were paired with B observations and averaged into one number."""
+    model = build()
+    x = torch.randn(5, model.dim, generator=torch.Generator().manual_seed(3))
+    if isinstance(model, elbo.DiscreteLatentModel):
+        one_q = Categorical(probs=torch.tensor([0.1, 0.6, 0.3]))
+        per_x = Categorical(probs=torch.tensor([0.1, 0.6, 0.3]).expand(5, 3))
+    else:
+        one_q = Independent(Normal(torch.tensor([0.2, -0.1]), torch.tensor([0.8, 0.6])), 1)
+        per_x = Independent(Normal(torch.tensor([0.2, -0.1]).expand(5, 2), torch.tensor([0.8, 0.6]).expand(5, 2)), 1)
+    for function in (elbo.elbo, elbo.kl_to_posterior):
+        assert torch.equal(function(model, x, one_q), function(model, x, per_x))
+    assert [t.shape for t in elbo.elbo_terms(model, x, one_q)] == [(5,), (5,)]
+    torch.manual_seed(4)
+    mean, se = elbo.elbo_monte_carlo(model, x, one_q, 5)  # num_samples == B: the case that was wrong
+    assert mean.shape == se.shape == (5,)
+    torch.manual_seed(4)
+    mean, se = elbo.elbo_monte_carlo(model, x, one_q, 20_000)
+    z = (mean - elbo.elbo(model, x, per_x)) / se
+    assert z.abs().max() < 4, z
+    assert elbo.iwae_bound(model, x, one_q, 3, num_repeats=2).shape == (2, 5)
+    with pytest.raises(ValueError, match=r"x has batch shape \(5,\) and q has batch shape \(4,\), which do not broadcast"):
+        elbo.elbo(model, x, _batch_of_4(model))
+
+
+def _batch_of_4(model):
+    if isinstance(model, elbo.DiscreteLatentModel):
+        return Categorical(probs=torch.full((4, 3), 1 / 3))
+    return Independent(Normal(torch.zeros(4, 2), torch.ones(4, 2)), 1)
+
+
 # ---------------------------------------------------------------- bad input
 
 
