@@ -335,7 +335,7 @@ def concrete_log_prob(sample: torch.Tensor, logits: torch.Tensor, temperature: f
         raise ValueError("sample has an exact 0 in an unmasked category (underflow at low temperature); "
                          "draw it in float64 or at a larger temperature")
     total = y.sum(-1)
-    tol = 8 * y.shape[-1] * torch.finfo(y.dtype).eps
+    tol = 8 * y.shape[-1] * torch.finfo(sample.dtype).eps  # the sample's own rounding, not the working dtype's
     if ((total - 1).abs() > tol).any():
         raise ValueError(f"sample must sum to 1 over its last axis (off by up to {(total - 1).abs().max().item():.3g})")
     num = keep.sum(-1).to(y.dtype)

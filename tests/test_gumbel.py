@@ -463,3 +463,16 @@ def test_concrete_log_prob_names_a_device_mismatch_and_promotes_mixed_dtypes():
     value = G.concrete_log_prob(y, logits, 0.7)
     assert value.dtype == torch.float64
     assert value.item() == G.concrete_log_prob(y, logits.double(), 0.7).item()
+
+
+@pytest.mark.parametrize(("sample_dtype", "logits_dtype"), [(torch.float32, torch.float64), (torch.float16, torch.float16)])
+def test_concrete_log_prob_accepts_samples_rounded_in_their_own_dtype(sample_dtype, logits_dtype):
+    """The sum-to-one check allows the sample's own rounding: a float32 draw scored against float64
+    logits was refused because its sum was held to float64's tolerance (all 50 rows here)."""
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(50, 6, dtype=torch.float64, generator=generator)
+    y = G.gumbel_softmax(logits.to(sample_dtype), 0.7, generator=generator)
+    value = G.concrete_log_prob(y, logits.to(logits_dtype), 0.7)
+    assert value.shape == (50,) and torch.isfinite(value).all()
+    reference = G.concrete_log_prob(y.double() / y.double().sum(-1, keepdim=True), logits, 0.7)
+    torch.testing.assert_close(value.double(), reference, rtol=0, atol=0.05 if sample_dtype == torch.float16 else 1e-3)
