@@ -49,8 +49,9 @@ class CategoricalProblem:
     Attributes
     ----------
     name : str
-    theta : (N, K) float64 logits at which gradients are measured.
-    values : (N, K) float64, the class values :math:`v_n`.
+    theta : (N, K) floating-point logits at which gradients are measured (float64 in the book's
+        problems; results follow this dtype).
+    values : (N, K) floating point, the class values :math:`v_n`.
     h : callable, elementwise, applied to :math:`s = \\sum_n \\langle v_n, z_n\\rangle`.
     description : one line, for tables.
     """
@@ -75,10 +76,12 @@ class CategoricalProblem:
 
     @property
     def num_vars(self) -> int:
+        """N, the number of independent categorical variables."""
         return self.theta.shape[0]
 
     @property
     def num_categories(self) -> int:
+        """K, the classes of each variable."""
         return self.theta.shape[1]
 
     def f(self, z: torch.Tensor) -> torch.Tensor:
@@ -174,7 +177,7 @@ def gradient_estimates(problem: CategoricalProblem, estimator: str | Estimator, 
 
     Returns
     -------
-    (replicates, N, K) float64 tensor.
+    (replicates, N, K) tensor in ``problem.theta``'s dtype.
     """
     estimator = _as_estimator(estimator)
     if isinstance(replicates, bool) or not isinstance(replicates, int) or replicates < 2:
@@ -199,7 +202,7 @@ def exact_expected_gradient(problem: CategoricalProblem, estimator: str, *, temp
 
     Returns
     -------
-    (N, K) float64 tensor, to compare with :meth:`CategoricalProblem.exact_gradient`.
+    (N, K) tensor in ``problem.theta``'s dtype, to compare with :meth:`CategoricalProblem.exact_gradient`.
     """
     if estimator not in _FUNCTIONS_OF_THE_SAMPLE:
         raise ValueError(f"exact_expected_gradient needs an estimate that depends only on the one-hot sample "
@@ -221,10 +224,11 @@ class GradientStats:
     ----------
     mean, bias, se : (N, K) tensors: mean estimate, mean − exact, standard error of the mean.
     bias_norm : ‖mean − exact‖.
-    relative_bias : bias_norm / ‖exact‖.
+    relative_bias : bias_norm / ‖exact‖ (``inf`` when the exact gradient is 0 and the mean is not).
     max_abs_z : max over coordinates of |bias| / se (≤ 3 is "unbiased within 3 standard errors").
     variance : total variance of one estimate, the trace of its covariance, Σ_coords Var.
-    mse : E‖estimate − exact‖² = bias_norm² + variance.
+    mse : the mean of ‖estimate − exact‖² over the R estimates, which equals bias_norm² +
+        variance·(R − 1)/R (``variance`` is the unbiased sample variance).
     cosine : mean cosine similarity between one estimate and the exact gradient.
     replicates : number of estimates.
     """
@@ -264,8 +268,13 @@ def gradient_stats(estimates: torch.Tensor, exact: torch.Tensor) -> GradientStat
     cosine = torch.nn.functional.cosine_similarity(flat, exact.reshape(1, -1).expand_as(flat), dim=1, eps=1e-30)
     bias_norm = bias.norm().item()
     variance = var.sum().item()
+    exact_norm = exact.norm().item()
+    if exact_norm > 0:
+        relative_bias = bias_norm / exact_norm
+    else:  # a zero gradient: any bias is infinitely large relative to it
+        relative_bias = 0.0 if bias_norm == 0 else math.inf
     return GradientStats(mean=mean, bias=bias, se=se, bias_norm=bias_norm,
-                         relative_bias=bias_norm / exact.norm().item(), max_abs_z=z.max().item(),
+                         relative_bias=relative_bias, max_abs_z=z.max().item(),
                          variance=variance, mse=bias_norm**2 + variance * (r - 1) / r,
                          cosine=cosine.mean().item(), replicates=r)
 
@@ -277,8 +286,9 @@ def sweep(problem: CategoricalProblem, estimators: Iterable[str] | None = None, 
 
     Temperatures an estimator does not use are measured once (reported with ``temperature = nan``);
     ReinMax skips τ < 1, and the leave-one-out baseline skips ``num_samples = 1``. Each configuration
-    draws from its own generator seeded from ``seed`` and the configuration's position in the grid, so
-    a row does not depend on which other rows are requested.
+    draws from its own generator, seeded from ``seed`` and the configuration's values (estimator name,
+    temperature, sample count and ``k``, even for estimators that ignore ``k``), so a row does not
+    depend on which other rows are requested.
 
     Returns
     -------

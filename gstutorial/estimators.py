@@ -14,8 +14,11 @@ one-hot vector. Two kinds of estimator exist:
 
 :data:`ESTIMATORS` puts all of them behind one call,
 ``ESTIMATORS[name].surrogate(logits, f, temperature=..., num_samples=S, k=..., generator=...)``, which
-returns a tensor whose value estimates :math:`L` from ``S`` samples and whose gradient is the average
-of ``S`` single-sample estimates. ``f`` maps samples of shape ``(S, *logits.shape)`` to values of shape
+returns a tensor whose gradient is the average of ``S`` single-sample estimates and whose value is the
+mean of ``f`` over the ``S`` samples: an estimate of :math:`L` for every estimator whose forward pass is
+the one-hot sample, but for ``"gumbel_softmax"`` an estimate of the relaxed objective
+:math:`\mathbb{E}[f(y)]` (``f`` at the relaxed point ``y``), which differs from :math:`L` when ``f`` is
+not linear. ``f`` maps samples of shape ``(S, *logits.shape)`` to values of shape
 ``(S, *batch)``, where ``batch`` is a prefix of ``logits.shape[:-1]``: trailing axes that ``f`` reduces
 are independent categorical variables of one joint sample (their log-probabilities are summed).
 
@@ -360,6 +363,9 @@ class Estimator:
     name : registry key.
     label : display name.
     kind : ``"pathwise"`` (has a :attr:`sampler`) or ``"score"`` (surrogate only).
+    sampler : for pathwise estimators, the function ``(logits, temperature[, k], generator=...)``
+        behind :meth:`sample`; ``None`` for score-function estimators.
+    baseline : for score-function estimators, ``None`` (plain REINFORCE) or ``"loo"`` (leave-one-out).
     unbiased : True if the estimator is unbiased for every ``f``.
     uses_temperature : whether ``temperature`` changes the estimator.
     min_temperature : smallest temperature accepted (0 means any τ > 0).
@@ -393,8 +399,9 @@ class Estimator:
 
     def surrogate(self, logits: torch.Tensor, f: Function, *, temperature: float = 1.0,
                   num_samples: int = 1, k: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:
-        """A tensor of shape ``(*batch)`` whose value is the ``num_samples``-sample estimate of
-        :math:`\\mathbb{E}[f(z)]` and whose gradient with respect to ``logits`` is this estimator,
+        """A tensor of shape ``(*batch)`` whose value is the mean of ``f`` over ``num_samples`` samples
+        (an estimate of :math:`\\mathbb{E}[f(z)]`, or for ``"gumbel_softmax"`` of the relaxed
+        :math:`\\mathbb{E}[f(y)]`) and whose gradient with respect to ``logits`` is this estimator,
         averaged over the samples. See the module docstring for the shape contract of ``f``."""
         if self.kind == "score":
             check_temperature(temperature)  # accepted for a uniform call, and still validated

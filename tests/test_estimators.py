@@ -357,6 +357,11 @@ def test_stats_and_sweep():
     s = lab.gradient_stats(g, exact)
     assert s.bias_norm == pytest.approx(math.sqrt(2)) and s.cosine == pytest.approx(1.0)
     assert s.variance == pytest.approx(4.0) and s.max_abs_z == pytest.approx(1.0)
+    # mse is the mean squared error of the R estimates: (0 + 8) / 2 = 4 = bias² + variance (R-1)/R = 2 + 2
+    assert s.mse == pytest.approx(4.0) and s.relative_bias == pytest.approx(1.0)
+    # a zero exact gradient: relative bias is infinite when the mean is off, 0 when it is not
+    assert lab.gradient_stats(g, torch.zeros(1, 2)).relative_bias == math.inf
+    assert lab.gradient_stats(torch.zeros(3, 1, 2), torch.zeros(1, 2)).relative_bias == 0.0
     rows = lab.sweep(lab.get_problem("sigmoid"), ["reinforce_loo", "reinmax", "gumbel_rao"],
                      temperatures=(0.5, 1.0), sample_counts=(1, 2), k=2, replicates=50)
     keys = [(r["estimator"], r["temperature"], r["num_samples"]) for r in rows]
