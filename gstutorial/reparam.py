@@ -197,6 +197,16 @@ def normal_score(z: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) -> torc
     return torch.stack((diff / sigma**2, diff**2 / sigma**3 - 1 / sigma), dim=-1)
 
 
+def _values_per_sample(f: Function, z: torch.Tensor) -> torch.Tensor:
+    """``f(z)``, checked to be elementwise: one value per sample, so that sample i's estimate uses only z_i."""
+    values = f(z)
+    if not isinstance(values, torch.Tensor) or values.shape != z.shape:
+        got = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
+        raise ValueError(f"f must be elementwise: f(z) for z of shape {tuple(z.shape)} must have the same shape, "
+                         f"got {got}; do not reduce over the samples (no .mean() or .sum() inside f)")
+    return values
+
+
 def _per_sample_setup(mu, sigma, num_samples: int, generator: torch.Generator | None):
     """Validate, draw ε, and make one copy of (μ, σ) per sample so that one backward pass gives
     per-sample gradients. Returns ``(mu, sigma, mus, sigmas, eps)``."""
@@ -234,7 +244,7 @@ def score_function_gradient(f: Function, mu: torch.Tensor | float, sigma: torch.
     mu, sigma, mus, sigmas, eps = _per_sample_setup(mu, sigma, num_samples, generator)
     z = (mu + sigma * eps).detach()  # the sample itself is not differentiated
     log_prob = Normal(mus, sigmas).log_prob(z)
-    weights = (f(z) - baseline).detach()
+    weights = (_values_per_sample(f, z) - baseline).detach()
     grad_mu, grad_sigma = torch.autograd.grad((weights * log_prob).sum(), (mus, sigmas))
     return torch.stack((grad_mu, grad_sigma), dim=-1)
 
@@ -254,7 +264,7 @@ def pathwise_gradient(f: Function, mu: torch.Tensor | float, sigma: torch.Tensor
     """
     mu, sigma, mus, sigmas, eps = _per_sample_setup(mu, sigma, num_samples, generator)
     z = mus + sigmas * eps
-    values = f(z)
+    values = _values_per_sample(f, z)
     if not values.requires_grad:
         raise ValueError("f(z) does not depend on z through torch operations, so there is no path to "
                          "differentiate; write f with torch functions (or use score_function_gradient)")
@@ -299,5 +309,5 @@ def bernoulli_score_function_gradient(f: Function, p: torch.Tensor | float, num_
     u = torch.rand(num_samples, generator=generator, dtype=p.dtype, device=device).to(p.device)
     z = threshold_bernoulli(p.detach(), u)
     score = z / p - (1 - z) / (1 - p)
-    return (f(z) * score).detach()
+    return (_values_per_sample(f, z) * score).detach()
 

@@ -241,6 +241,13 @@ def test_bad_inputs():
         reparam.bernoulli_score_function_gradient(torch.square, 1.0, 10)
     with pytest.raises(ValueError, match="strictly between"):
         reparam.bernoulli_score_function_gradient(torch.square, torch.tensor([0.5, 0.5]), 10)
+    # f must be elementwise: a mean inside f scaled every pathwise estimate by 1/n and weighted every
+    # score-function sample by the batch mean, with no error
+    for estimator in (reparam.pathwise_gradient, reparam.score_function_gradient):
+        with pytest.raises(ValueError, match=r"f must be elementwise: f\(z\) for z of shape \(10,\).*got \(\)"):
+            estimator(lambda z: z.pow(2).mean(), 0.0, 1.0, 10)
+    with pytest.raises(ValueError, match="f must be elementwise"):
+        reparam.bernoulli_score_function_gradient(lambda z: z.sum(), 0.3, 10)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
