@@ -116,12 +116,16 @@ def value_checks_enabled() -> bool:
 def value_checks(enabled: bool) -> Iterator[None]:
     """Turn the package's scans of tensor *values* on or off inside a ``with`` block.
 
-    By default every sampler, loss and KL term scans its inputs or result for NaN, ±inf or non-binary
-    pixels and raises an error that explains the problem. Each scan reads a number back to Python,
-    which on a GPU waits for the device to finish. The training engine turns the scans off for its
-    steps (its batches are valid by construction) and checks the epoch's loss instead, like
-    ``torch.distributions.Distribution.set_default_validate_args(False)``. Checks of types, shapes
-    and arguments stay on. The setting belongs to the calling thread.
+    By default the functions on the training path scan their inputs or result for NaN, ±inf or
+    non-binary pixels and raise an error that explains the problem: the Gumbel samplers, the
+    estimators' logit check, the VAE losses' pixel checks, the analytic KL terms (``kl_normal``,
+    ``kl_normal_std``, ``kl_categorical_uniform``) and :func:`check_float_tensor`. Each scan reads a
+    number back to Python, which on a GPU waits for the device to finish. The training engine turns
+    the scans off for its steps (its batches are valid by construction) and checks the epoch's loss
+    instead, like ``torch.distributions.Distribution.set_default_validate_args(False)``. Checks of
+    types, shapes and arguments stay on, and so do the value checks of functions a chapter calls once
+    (probability vectors, standard deviations, Concrete densities, uniform noise ranges). The setting
+    belongs to the calling thread.
     """
     token = _value_checks.set(bool(enabled))
     try:
@@ -186,7 +190,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
 
 
 def check_float_tensor(t: object, name: str) -> torch.Tensor:
-    """Return ``t`` if it is a finite floating-point tensor, else raise an error that names ``name``."""
+    """Return ``t`` if it is a finite floating-point tensor, else raise an error that names ``name``
+    (finiteness is not scanned while :func:`value_checks` is off)."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}; wrap it with torch.tensor(...)")
     if not t.is_floating_point():
