@@ -61,8 +61,7 @@ def entropy(p: torch.Tensor) -> torch.Tensor:
 
 def cross_entropy(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """Cross-entropy H(p, q) = -Σ p log q in nats (``inf`` where q = 0 < p)."""
-    check_probabilities(p, "p")
-    check_probabilities(q, "q")
+    _check_pair(p, q)
     return -_xlogy(p, q).sum(-1)
 
 
@@ -71,12 +70,17 @@ def kl_categorical(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
     Terms with p = 0 contribute 0; a category with q = 0 < p makes the KL ``inf``.
     """
+    _check_pair(p, q)
+    return (_xlogy(p, p) - _xlogy(p, q)).sum(-1)
+
+
+def _check_pair(p: torch.Tensor, q: torch.Tensor) -> None:
+    """Two probability tensors over the same categories whose batch shapes broadcast."""
     check_probabilities(p, "p")
     check_probabilities(q, "q")
     if p.shape[-1] != q.shape[-1]:
         raise ValueError(f"p and q need the same number of categories, got {p.shape[-1]} and {q.shape[-1]}")
     _broadcast_shape(("p", p), ("q", q))
-    return (_xlogy(p, p) - _xlogy(p, q)).sum(-1)
 
 
 def kl_categorical_uniform(logits: torch.Tensor) -> torch.Tensor:
@@ -148,8 +152,10 @@ def kl_normal(mu_q: torch.Tensor, sigma_q: torch.Tensor, mu_p: torch.Tensor, sig
 def kl_normal_std(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     r"""The VAE special case KL(N(μ, σ²) ‖ N(0, 1)) = −½ Σ (1 + log σ² − μ² − σ²), over the last axis.
 
-    ``mu`` and ``logvar`` must broadcast against each other and be finite (``ValueError`` otherwise).
+    ``mu`` and ``logvar`` (tensors or numbers) must broadcast against each other and be finite
+    (``ValueError`` otherwise).
     """
+    mu, logvar = torch.as_tensor(mu), torch.as_tensor(logvar)
     _broadcast_shape(("mu", mu), ("logvar", logvar))
     mu, logvar = torch.broadcast_tensors(mu, logvar)
     _check_finite(mu, "mu")

@@ -248,9 +248,20 @@ def test_shape_mismatches_name_both_shapes():
         kl.kl_normal_std(torch.zeros(2, 3), torch.zeros(4, 3))
     with pytest.raises(ValueError, match=r"p \(2, 3\), q \(4, 3\) do not broadcast"):
         kl.kl_categorical(torch.full((2, 3), 1 / 3), torch.full((4, 3), 1 / 3))
+    with pytest.raises(ValueError, match=r"p \(2, 3\), q \(4, 3\) do not broadcast"):
+        kl.cross_entropy(torch.full((2, 3), 1 / 3), torch.full((4, 3), 1 / 3))
+    with pytest.raises(ValueError, match="same number of categories, got 2 and 3"):
+        kl.cross_entropy(torch.tensor([0.5, 0.5]), torch.tensor([0.2, 0.3, 0.5]))
     # shapes that do broadcast keep working: a shared prior row against a batch
     value = kl.kl_categorical(torch.tensor([[0.5, 0.5], [1.0, 0.0]]), torch.tensor([0.5, 0.5]))
     torch.testing.assert_close(value, torch.tensor([0.0, math.log(2)]), rtol=0, atol=1e-15)
+
+
+def test_kl_normal_std_takes_plain_numbers_like_kl_normal():
+    # -1/2 (1 + log s2 - mu^2 - s2) at mu = 1, s2 = 1 is 1/2; at mu = 0, log s2 = log 2 it is (1 - log 2)/2
+    assert kl.kl_normal_std(1.0, 0.0).item() == 0.5
+    assert kl.kl_normal_std(0.0, math.log(2.0)).item() == pytest.approx((1 - math.log(2.0)) / 2, rel=1e-6)
+    assert kl.kl_normal_std(1.0, 0.0).item() == kl.kl_normal(1.0, 1.0, 0.0, 1.0).item()
 
 
 def test_kl_categorical_uniform_asks_for_floating_point_logits():
