@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .utils import value_checks_enabled
+
 __all__ = [
     "MNIST_FILES",
     "MNISTDataError",
@@ -265,6 +267,9 @@ def load_mnist(split: str = "train", root: str | os.PathLike | None = None, *, b
     """
     if split not in _SPLIT_PREFIX:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating-point torch.dtype (the images are intensities in [0, 1]), "
+                        f"got {dtype!r}")
     if binarize not in ("none", "fixed"):
         raise ValueError(f"binarize must be 'none' or 'fixed', got {binarize!r}; "
                          "use binarize_dynamic(batch) for per-batch sampling")
@@ -277,6 +282,7 @@ def load_mnist(split: str = "train", root: str | os.PathLike | None = None, *, b
 
 def binarize_fixed(images: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """One seeded Bernoulli draw per pixel (same result on every call and every device)."""
+    _check_intensities(images)
     generator = torch.Generator().manual_seed(seed)
     uniform = torch.rand(images.shape, generator=generator, dtype=torch.float64)
     return (uniform < images.detach().cpu().double()).to(images.dtype).to(images.device)
@@ -305,8 +311,23 @@ def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def binarize_dynamic(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """A fresh Bernoulli sample of each pixel (dynamic binarization of a training batch)."""
+    """A fresh Bernoulli sample of each pixel (dynamic binarization of a training batch).
+
+    ``images`` are floating-point intensities in [0, 1]. (The training engine draws the same
+    distribution as ``uniform < images``, with other random numbers.)
+    """
+    _check_intensities(images)
     return torch.bernoulli(images, generator=generator)
+
+
+def _check_intensities(images: object) -> None:
+    if not isinstance(images, torch.Tensor) or not images.is_floating_point():
+        got = images.dtype if isinstance(images, torch.Tensor) else type(images).__name__
+        raise TypeError(f"images must be a floating-point tensor of intensities in [0, 1], got {got}; "
+                        "for raw uint8 pixels use images.float() / 255")
+    if value_checks_enabled() and not bool(((images >= 0) & (images <= 1)).all()):
+        raise ValueError("images must hold intensities in [0, 1] (NaN or values outside found); "
+                         "for raw 0-255 pixels divide by 255")
 
 
 def _main(argv: list[str] | None = None) -> int:

@@ -175,6 +175,14 @@ def test_resize_images_bad_arguments():
 def test_bad_arguments():
     with pytest.raises(ValueError, match="split"):
         data.load_mnist("validation")
+    with pytest.raises(TypeError, match="dtype must be a floating-point torch.dtype"):
+        data.load_mnist("test", dtype=torch.uint8)
+    for binarize in (data.binarize_dynamic, data.binarize_fixed):
+        with pytest.raises(TypeError, match=r"floating-point tensor of intensities.*images.float\(\) / 255"):
+            binarize(torch.full((2, 784), 255, dtype=torch.uint8))
+        for bad in (2.0, -0.5, float("nan")):
+            with pytest.raises(ValueError, match=r"intensities in \[0, 1\]"):
+                binarize(torch.full((2, 784), bad))
     with pytest.raises(ValueError, match="binarize"):
         data.load_mnist("train", binarize="dynamic")
 
