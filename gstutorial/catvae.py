@@ -149,6 +149,9 @@ def kl_to_uniform(logits: torch.Tensor) -> torch.Tensor:
 
     The per-variable KL is chapter 1's :func:`gstutorial.kl.kl_categorical_uniform`.
     """
+    if isinstance(logits, torch.Tensor) and logits.ndim != 3:
+        raise ValueError(f"logits must have shape (B, N, K), got {tuple(logits.shape)}; for one categorical "
+                         "variable per image use logits.unsqueeze(1)")
     return kl_categorical_uniform(logits).sum(-1)
 
 

@@ -278,6 +278,7 @@ class JointVAE(nn.Module):
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(mu (B, D), logvar (B, D), logits (B, K))`` of q(z_cont | x) and q(z_disc | x)."""
+        check_images(x, self.input_dim, binary=False)
         h = self.encoder(x)
         d = self.continuous_dim
         return h[:, :d], h[:, d:2 * d], h[:, 2 * d:]

@@ -92,8 +92,9 @@ class TrainConfig:
     """Training hyper-parameters (defaults: chapter 7's MNIST setting, with Jang et al. 2017's
     temperature schedule).
 
-    ``epochs`` is the total to reach (resuming a run with a larger value trains further); every
-    other field must match a checkpoint to resume from it.
+    ``epochs`` is the total to reach (resuming a run with a larger value trains further), and
+    ``eval_every`` may change between sessions; every other field must match a checkpoint to resume
+    from it.
     """
 
     epochs: int = 100

@@ -309,6 +309,8 @@ def test_bad_inputs():
         importance_weighted_bound(model, binary_batch(2), 0)
     with pytest.raises(ValueError, match="needs a temperature"):
         negative_elbo(model, binary_batch(2))
+    with pytest.raises(ValueError, match=r"logits must have shape \(B, N, K\), got \(5, 10\).*unsqueeze\(1\)"):
+        kl_to_uniform(torch.zeros(5, 10))  # it summed over the batch and returned one number
 
 
 # --------------------------------------------------------------------------------------------------

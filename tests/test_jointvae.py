@@ -255,6 +255,8 @@ def test_loss_rejects_bad_images_and_steps():
         model.loss(binary_batch(2), 0.67, None, -1)
     with pytest.raises(ValueError, match="z_disc"):
         model.decode(torch.zeros(2, 10), torch.zeros(2, 3))
+    with pytest.raises(ValueError, match=r"images must have shape \(batch, 784\), got \(2, 780\)"):
+        model.encode(torch.zeros(2, 780))  # torch's matrix-size error before
     with pytest.raises(ValueError, match="dim"):
         traverse(model, 10, [0.0])
 
