@@ -70,14 +70,15 @@ def check_temperature(temperature: float) -> float:
     return tau
 
 
-def _check_tensor(logits: torch.Tensor, name: str = "logits") -> None:
-    """Cheap checks that only look at the type and the shape (no pass over the data)."""
+def _check_tensor(logits: torch.Tensor, name: str = "logits", category_axis: bool = True) -> None:
+    """Cheap checks that only look at the type and the shape (no pass over the data); noise, which
+    has no category axis, passes ``category_axis=False``."""
     if not isinstance(logits, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(logits).__name__}")
     if not logits.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got {logits.dtype}; "
                         f"convert it, e.g. {name}.float()")
-    if logits.ndim == 0 or logits.shape[-1] == 0:
+    if category_axis and (logits.ndim == 0 or logits.shape[-1] == 0):
         raise ValueError(f"{name} need a non-empty category axis (the last axis), got shape "
                          f"{tuple(logits.shape)}; add one with {name}.unsqueeze(-1) or pass K >= 1 categories")
 
@@ -169,13 +170,13 @@ def _uniform_to_gumbel_(u: torch.Tensor) -> torch.Tensor:
 
 
 def gumbel_from_uniform(u: torch.Tensor) -> torch.Tensor:
-    """Standard Gumbel noise ``-log(-log U)`` from uniform numbers ``u``; finite for every ``u`` in
-    [0, 1], including the endpoints (which are clamped, see :func:`_uniform_to_gumbel_`).
+    """Standard Gumbel noise ``-log(-log U)`` from uniform numbers ``u`` (any shape, elementwise);
+    finite for every ``u`` in [0, 1], including the endpoints (which are clamped, see :func:`_uniform_to_gumbel_`).
 
     ``u`` with NaN or values outside [0, 1] raises ``ValueError`` (one reduction over ``u``, skipped
     when value checks are off, see :func:`gstutorial.utils.value_checks`).
     """
-    _check_tensor(u, "u")
+    _check_tensor(u, "u", category_axis=False)
     work = _working(u).clone()
     if value_checks_enabled() and work.numel():
         low, high = (v.item() for v in torch.aminmax(work))  # NaN propagates into both
@@ -186,12 +187,13 @@ def gumbel_from_uniform(u: torch.Tensor) -> torch.Tensor:
 
 
 def gumbel_noise(like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Standard Gumbel noise with the shape, dtype and device of ``like``; never inf or NaN.
+    """Standard Gumbel noise with the shape (any, 0-d included), dtype and device of ``like``; never
+    inf or NaN.
 
     ``generator`` (optional) must live on ``like``'s device. Half-precision noise is drawn in float32
     and cast.
     """
-    _check_tensor(like, "like")
+    _check_tensor(like, "like", category_axis=False)
     dtype = torch.float32 if like.dtype in _HALF else like.dtype
     u = torch.rand(like.shape, generator=generator, dtype=dtype, device=like.device)
     return _uniform_to_gumbel_(u).to(like.dtype)

@@ -388,6 +388,15 @@ def test_bad_logits(logits, match, call):
             G.gumbel_softmax(logits, 1.0, hard=call == "hard")
 
 
+def test_noise_has_no_category_axis_so_any_shape_is_accepted():
+    # a scalar u = 1/2 gives -log(log 2); a 0-d `like` gives 0-d noise; logits still need their axis
+    assert G.gumbel_from_uniform(torch.tensor(0.5, dtype=torch.float64)).item() == pytest.approx(
+        -math.log(math.log(2.0)), rel=1e-15)
+    assert G.gumbel_noise(torch.tensor(0.5)).shape == () and G.gumbel_noise(torch.zeros(4, 0)).shape == (4, 0)
+    with pytest.raises(ValueError, match="non-empty category axis"):
+        G.gumbel_max(torch.tensor(0.5))
+
+
 def test_overflow_is_explained():
     with pytest.raises(ValueError, match="overflow.*larger temperature"):
         G.gumbel_softmax(torch.tensor([3e38, 0.0]), 1e-3)
