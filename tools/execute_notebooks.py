@@ -1,8 +1,9 @@
 """Execute chapters in place, top to bottom, for committing (``make execute [NB=book/X.ipynb]``).
 
 The same as ``jupyter execute --inplace`` except that no per-cell timestamps are written into the
-notebook (nbclient's ``record_timing``), so re-executing an unchanged chapter leaves ``git diff``
-empty where its outputs did not change.
+notebook (nbclient's ``record_timing``) and consecutive prints to one stream are stored as one
+output, so re-executing an unchanged chapter leaves ``git diff`` empty where its outputs did not
+change.
 """
 
 from __future__ import annotations
@@ -27,8 +28,25 @@ def execute(path: Path, timeout: int) -> float:
     start = time.perf_counter()
     NotebookClient(notebook, timeout=timeout, kernel_name="python3", record_timing=False,
                    resources={"metadata": {"path": str(path.parent)}}).execute()
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            cell.outputs = _merged_streams(cell.outputs)
     atomic_write(path, lambda tmp: nbformat.write(notebook, tmp))
     return time.perf_counter() - start
+
+
+def _merged_streams(outputs: list) -> list:
+    """Join consecutive stdout (or stderr) outputs into one: how a cell's printing is split depends on
+    when the kernel flushed, which would otherwise show up as diffs of unchanged text."""
+    merged: list = []
+    for output in outputs:
+        previous = merged[-1] if merged else None
+        if (output.output_type == "stream" and previous is not None and previous.output_type == "stream"
+                and previous.name == output.name):
+            previous.text += output.text
+        else:
+            merged.append(output)
+    return merged
 
 
 def main(argv: list[str] | None = None) -> int:
