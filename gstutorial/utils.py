@@ -118,14 +118,15 @@ def value_checks(enabled: bool) -> Iterator[None]:
 
     By default the functions on the training path scan their inputs or result for NaN, ±inf or
     non-binary pixels and raise an error that explains the problem: the Gumbel samplers, the
-    estimators' logit check, the VAE losses' pixel checks, the analytic KL terms (``kl_normal``,
-    ``kl_normal_std``, ``kl_categorical_uniform``) and :func:`check_float_tensor`. Each scan reads a
+    estimators' logit check, the VAE losses' pixel checks, the finiteness of the analytic KL terms'
+    inputs (``kl_normal``, ``kl_normal_std``, ``kl_categorical_uniform``), data binarization and
+    :func:`check_float_tensor`. Each scan reads a
     number back to Python, which on a GPU waits for the device to finish. The training engine turns
     the scans off for its steps (its batches are valid by construction) and checks the epoch's loss
     instead, like ``torch.distributions.Distribution.set_default_validate_args(False)``. Checks of
     types, shapes and arguments stay on, and so do the value checks of functions a chapter calls once
-    (probability vectors, standard deviations, Concrete densities, uniform noise ranges). The setting
-    belongs to the calling thread.
+    (probability vectors, standard deviations, Concrete densities, the uniform numbers given to
+    ``categorical_inverse_cdf``). The setting belongs to the calling thread.
     """
     token = _value_checks.set(bool(enabled))
     try:
