@@ -1,8 +1,8 @@
 """Reproduction of Jang et al. 2017, Table 1 (categorical VAE, 20x10, binarized MNIST).
 
 Trains the 20x10 categorical VAE with Gumbel-Softmax ("gs") and straight-through Gumbel-Softmax
-("st") for several seeds with the package's engine (:func:`gstutorial.train.train`, the same code
-as ``python -m gstutorial.train catvae``), then reports on the MNIST test set (fixed binarization,
+("st") for several seeds with the package's engine (:func:`gstutorial.engine.train`, the same code
+as ``python -m gstutorial catvae``), then reports on the MNIST test set (fixed binarization,
 ``load_mnist("test", binarize="fixed", seed=0)``), in nats, lower is better:
 
 * the single-sample **hard −ELBO**: −ELBO of the discrete model, the decoder fed one exact
@@ -44,9 +44,12 @@ from pathlib import Path
 import torch
 
 from gstutorial.catvae import CategoricalVAE, importance_weighted_bound, negative_elbo
+from gstutorial.checkpoints import load_model
+from gstutorial.cli import HelpFormatter
 from gstutorial.data import load_mnist
-from gstutorial.train import CHECKPOINT_NAME, TrainConfig, load_model, train
-from gstutorial.utils import HelpFormatter, atomic_write, flush_subnormals, get_device, set_seed
+from gstutorial.engine import CHECKPOINT_NAME, TrainConfig, train
+from gstutorial.files import atomic_write
+from gstutorial.runtime import flush_subnormals, get_device, set_seed
 
 MEASURED_NAME = "measured.json"  # a run folder's evaluation, reused while its checkpoint is unchanged
 PAPER = {"gs": 101.5, "st": 107.8}   # Jang et al. 2017, Table 1, categorical, −ELBO in nats

@@ -10,7 +10,7 @@ it), so the per-step math is identical. What differs is everything around it:
   ``transforms.ToTensor()`` (a PIL image and a tensor conversion per sample), a ``DataLoader``
   collating 100 samples per batch, ``torch.bernoulli`` on the batch, ``optim.Adam`` with its default
   (per-parameter loop) implementation, ``loss.item()`` every step;
-* package (:func:`gstutorial.train.train`): MNIST resident as one tensor, batches sliced by a
+* package (:func:`gstutorial.engine.train`): MNIST resident as one tensor, batches sliced by a
   permutation, binarization as one uniform draw compared in place, fused Adam, no host sync.
 
 Both carry their model, Adam moments and global step from one round to the next, as in one long
@@ -32,7 +32,7 @@ Subnormal floats: after a few hundred steps many of Adam's moment estimates (tho
 gradient is zero on almost every step: into hidden units that have stopped firing, from pixels that
 are almost never on) decay below 1.2e-38, where x86 arithmetic is many times slower, and both loops'
 epochs after the first slow down. ``--flush-subnormals`` turns on flush-to-zero for the whole process
-before anything runs, for all four measurements alike (as ``python -m gstutorial.train`` does for
+before anything runs, for all four measurements alike (as ``python -m gstutorial`` does for
 training), which changes results only below 1.2e-38.
 """
 
@@ -54,9 +54,12 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 from gstutorial.catvae import CategoricalVAE
+from gstutorial.checks import value_checks
+from gstutorial.cli import HelpFormatter
 from gstutorial.data import load_mnist
-from gstutorial.train import TrainConfig, _make_optimizer, temperature_at, train
-from gstutorial.utils import HelpFormatter, atomic_write, flush_subnormals, value_checks
+from gstutorial.engine import TrainConfig, make_optimizer, temperature_at, train
+from gstutorial.files import atomic_write
+from gstutorial.runtime import flush_subnormals
 
 LATENT, CLASSES, BATCH = 30, 10, 100
 
@@ -104,7 +107,7 @@ def floor_epoch(model: CategoricalVAE, steps: int) -> None:
     params = [p.detach().clone().requires_grad_(True) for p in model.parameters()]
     for p in params:
         p.grad = torch.randn_like(p) * 1e-3
-    opt = _make_optimizer(params, lr=1e-3)  # the engine's Adam (fused where PyTorch has the kernel)
+    opt = make_optimizer(params, lr=1e-3)  # the engine's Adam (fused where PyTorch has the kernel)
     generator = torch.Generator().manual_seed(0)
     for _ in range(steps):
         torch.rand(BATCH, 784, generator=generator)
@@ -177,7 +180,7 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"\nper epoch ({steps} steps of batch {BATCH}, latent {LATENT}x{CLASSES}), median of {args.rounds}:")
     print(f"  reference (torchvision MNIST + DataLoader + ToTensor): {med['reference']:6.2f} s")
-    print(f"  package trainer (gstutorial.train.train):              {med['package']:6.2f} s")
+    print(f"  package trainer (gstutorial.engine.train):             {med['package']:6.2f} s")
     print(f"  matrix multiplications alone (lower bound):             {med['matmul']:6.2f} s")
     print(f"  matmuls + fused Adam + random numbers (the floor):      {med['floor']:6.2f} s")
     print(f"speed-up of the trainer over the reference: {med['reference'] / med['package']:.2f}x (target >= 3x)")

@@ -1,7 +1,7 @@
 """Chapter 9's head-to-head: every gradient estimator trains the chapter 7 VAE under one budget.
 
 Each estimator of :mod:`gstutorial.estimators` trains the 20x10 categorical VAE on binarized MNIST
-with the package's engine (:func:`gstutorial.train.train`) under the same budget: the same number of
+with the package's engine (:func:`gstutorial.engine.train`) under the same budget: the same number of
 epochs (600 steps of batch 100 each), the same seeds, learning rate, data and initialisation. Only the
 estimator of the reconstruction term differs (:class:`gstutorial.catvae.CategoricalVAE`'s
 ``estimator=``):
@@ -40,10 +40,12 @@ from pathlib import Path
 import torch
 
 from gstutorial.catvae import CategoricalVAE, importance_weighted_bound, negative_elbo
+from gstutorial.cli import HelpFormatter
 from gstutorial.data import load_mnist
+from gstutorial.engine import TrainConfig, train
 from gstutorial.estimators import ESTIMATORS
-from gstutorial.train import TrainConfig, train
-from gstutorial.utils import HelpFormatter, atomic_write, set_seed
+from gstutorial.files import atomic_write
+from gstutorial.runtime import set_seed
 
 
 def mean_std(values: list[float]) -> tuple[float, float | None]:

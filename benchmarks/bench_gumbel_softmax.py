@@ -25,8 +25,9 @@ import time  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from gstutorial.cli import HelpFormatter  # noqa: E402
 from gstutorial.gumbel import gumbel_softmax  # noqa: E402
-from gstutorial.utils import HelpFormatter, get_device  # noqa: E402
+from gstutorial.runtime import get_device  # noqa: E402
 
 SHAPES = [(100, 20, 10), (4096, 1000)]
 TEMPERATURE = 0.5

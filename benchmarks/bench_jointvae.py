@@ -3,7 +3,7 @@
 Trains the Joint VAE (:mod:`gstutorial.jointvae`) with the package's training engine for several
 seeds, each through the very command line a reader would use::
 
-    python -m gstutorial.jointvae --epochs E --seed S --out runs/jointvae-seedS [model options]
+    python -m gstutorial jointvae --epochs E --seed S --out runs/jointvae-seedS [model options]
 
 and reports, per seed and as a mean, the **unsupervised cluster accuracy** of the discrete code's
 argmax on the 10,000 MNIST test images (fixed binarization) after the best one-to-one matching of
@@ -37,8 +37,10 @@ from pathlib import Path
 
 import torch
 
-from gstutorial.jointvae import main as jointvae_main
-from gstutorial.utils import HelpFormatter, atomic_write, get_device
+from gstutorial.cli import HelpFormatter
+from gstutorial.cli import main as cli_main
+from gstutorial.files import atomic_write
+from gstutorial.runtime import get_device
 
 RESULTS = Path("benchmarks/results/jointvae.json")
 
@@ -50,12 +52,12 @@ def train_one(seed: int, epochs: int, out: Path, extra: list[str]) -> dict:
     """Train (or resume) one run through the command line; return its measured row."""
     argv = ["--epochs", str(epochs), "--seed", str(seed), "--out", str(out), "--quiet", *extra]
     start = time.perf_counter()
-    status = jointvae_main(argv)
+    status = cli_main(["jointvae", *argv])
     if status != 0:
         raise SystemExit(f"training seed {seed} failed with status {status}")
     final = json.loads((out / "final_metrics.json").read_text())
     history = json.loads((out / "history.json").read_text())["history"]
-    return {"seed": seed, "command": "python -m gstutorial.jointvae " + " ".join(argv),
+    return {"seed": seed, "command": "python -m gstutorial jointvae " + " ".join(argv),
             "cluster_accuracy": final["cluster_accuracy"], "epochs": final["epochs"], "steps": final["steps"],
             "train_wall_s": final["train_wall_s"], "this_call_s": round(time.perf_counter() - start, 1),
             "final_train_loss": history[-1]["loss"],

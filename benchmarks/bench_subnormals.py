@@ -4,8 +4,8 @@ Takes a finished run folder of the chapter-7 reproduction (default: the Gumbel-S
 that ``benchmarks/bench_catvae_quality.py`` trains for 100 epochs), copies it twice and trains each
 copy for one more epoch with the command line a reader uses::
 
-    python -m gstutorial.train catvae --latent 20x10 --estimator gs --seed 0 --epochs 101 --out COPY
-    python -m gstutorial.train catvae ... --keep-subnormals
+    python -m gstutorial catvae --latent 20x10 --estimator gs --seed 0 --epochs 101 --out COPY
+    python -m gstutorial catvae ... --keep-subnormals
 
 The first flushes subnormal floats to zero (the command line's default), the second keeps IEEE
 arithmetic. Each runs in its own process, alternately for ``--rounds`` rounds; the epoch time is
@@ -34,8 +34,9 @@ from pathlib import Path
 
 import torch
 
-from gstutorial.train import CHECKPOINT_NAME, load_checkpoint
-from gstutorial.utils import HelpFormatter, atomic_write
+from gstutorial.cli import HelpFormatter
+from gstutorial.engine import CHECKPOINT_NAME, load_checkpoint
+from gstutorial.files import atomic_write
 
 RESULTS = Path("benchmarks/results/subnormals.json")
 
@@ -48,7 +49,7 @@ def one_more_epoch(run: Path, state: dict, keep_subnormals: bool, threads: int |
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / run.name
         shutil.copytree(run, copy)
-        argv = [sys.executable, "-m", "gstutorial.train", "catvae",
+        argv = [sys.executable, "-m", "gstutorial", "catvae",
                 "--latent", f"{model['latent_dim']}x{model['num_categories']}", "--estimator", model["estimator"],
                 "--epochs", str(state["epoch"] + 1), "--batch-size", str(cfg["batch_size"]), "--lr", repr(cfg["lr"]),
                 "--tau0", repr(cfg["tau0"]), "--tau-min", repr(cfg["tau_min"]), "--anneal-rate", repr(cfg["anneal_rate"]),
@@ -63,7 +64,7 @@ def one_more_epoch(run: Path, state: dict, keep_subnormals: bool, threads: int |
             said = proc.stderr.strip().splitlines()
             raise SystemExit(f"the command line could not continue {run} (exit {proc.returncode}): "
                              f"{said[-1] if said else 'no message'}. This benchmark needs a run that "
-                             "`python -m gstutorial.train catvae` can resume, such as "
+                             "`python -m gstutorial catvae` can resume, such as "
                              "benchmarks/bench_catvae_quality.py writes; pass it with --run, and the data "
                              "root it was trained on with --data-root.")
         return json.loads((copy / "history.json").read_text())["history"][-1]

@@ -1,18 +1,19 @@
 """gstutorial: the companion package of the Gumbel-Softmax tutorial book.
 
-One module per topic, each imported by its chapter:
+The modules in layers; each imports only from the layers above it in this list (a test checks it):
 
-- :mod:`gstutorial.utils` — seeds, device, atomic file writes (every chapter's first cell)
-- :mod:`gstutorial.data` — MNIST as resident tensors, provisioned offline
-- :mod:`gstutorial.kl` — chapter 1, KL divergence
-- :mod:`gstutorial.elbo` — chapter 2, the ELBO on toy models with exact evidence
-- :mod:`gstutorial.reparam` — chapter 3, score-function and pathwise gradients
-- :mod:`gstutorial.gumbel` — chapters 4–5, Gumbel noise, Gumbel-Max, Gumbel-Softmax, Concrete density
-- :mod:`gstutorial.straight_through` — chapter 6, straight-through estimation
-- :mod:`gstutorial.catvae` — chapter 7, the categorical VAE
-- :mod:`gstutorial.jointvae` — chapter 8, the Joint VAE (continuous + discrete latents)
-- :mod:`gstutorial.train` — chapters 7–8, the training engine, checkpoints and command line
-- :mod:`gstutorial.estimators`, :mod:`gstutorial.estimator_lab` — chapter 9, gradient estimators
+- foundations — :mod:`~gstutorial.checks` (argument validation, the value-check switch),
+  :mod:`~gstutorial.runtime` (seeds, device, CPU arithmetic, chapter switches),
+  :mod:`~gstutorial.files` (atomic writes), :mod:`~gstutorial.primitives` (Gumbel noise from
+  uniforms, the straight-through identity, softmax over the category axis, half-precision upcast)
+- chapters — :mod:`~gstutorial.kl` (1), :mod:`~gstutorial.elbo` (2), :mod:`~gstutorial.reparam` (3),
+  :mod:`~gstutorial.gumbel` (4–5), :mod:`~gstutorial.straight_through` (6),
+  :mod:`~gstutorial.estimators` and :mod:`~gstutorial.estimator_lab` (9), :mod:`~gstutorial.data` (MNIST)
+- training — :mod:`~gstutorial.engine` (the training loop and its checkpoints; imports no model)
+- models — :mod:`~gstutorial.nets` (shared network pieces), :mod:`~gstutorial.analysis` (what a Joint
+  VAE learned), :mod:`~gstutorial.catvae` (7), :mod:`~gstutorial.jointvae` (8)
+- top — :mod:`~gstutorial.checkpoints` (the table of model kinds, weights files, ``load_model``),
+  :mod:`~gstutorial.cli` (``python -m gstutorial``)
 """
 
 __version__ = "0.1.0"

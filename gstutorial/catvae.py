@@ -37,7 +37,6 @@ Shapes: images ``(B, 784)``, logits and codes ``(B, N, K)`` with the category ax
 from __future__ import annotations
 
 import math
-import numbers
 import re
 from collections.abc import Sequence
 
@@ -45,11 +44,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import check_int, check_temperature, check_tensor
 from .estimators import ESTIMATORS as LAB_ESTIMATORS
 from .estimators import get_estimator
-from .gumbel import check_temperature, gumbel_max, gumbel_softmax
+from .gumbel import gumbel_max, gumbel_softmax, one_hot_sample
 from .kl import kl_categorical_uniform
-from .utils import value_checks_enabled
+from .nets import check_images, mlp, reconstruction_nll
 
 __all__ = [
     "ALL_ESTIMATORS",
@@ -59,9 +59,7 @@ __all__ = [
     "importance_weighted_bound",
     "kl_to_uniform",
     "negative_elbo",
-    "one_hot_sample",
     "parse_latent",
-    "reconstruction_nll",
 ]
 
 #: Training estimators: Gumbel-Softmax (relaxed sample) and straight-through Gumbel-Softmax.
@@ -91,57 +89,16 @@ def parse_latent(spec: str) -> tuple[int, int]:
     return n, k
 
 
-def _check_latent(latent_dim: int, num_categories: int) -> None:
-    for name, value, low in (("latent_dim", latent_dim, 1), ("num_categories", num_categories, 2)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-        if value < low:
-            raise ValueError(f"{name} must be >= {low}, got {value}"
-                             + ("; a categorical with one class carries no information" if low == 2 else ""))
-
-
-def check_images(x: torch.Tensor, input_dim: int, binary: bool | str = True) -> None:
-    """Validate a batch of flattened images ``(batch, input_dim)``; ``binary`` checks 0/1 pixels, else
-    values in [0, 1] (both only while value checks are on)."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"images must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"images must be a floating-point tensor, got {x.dtype}; convert with x.float()")
-    if x.ndim != 2 or x.shape[1] != input_dim:
-        raise ValueError(f"images must have shape (batch, {input_dim}), got {tuple(x.shape)}; "
-                         f"flatten them with x.view(-1, {input_dim})")
-    if x.shape[0] == 0:
-        raise ValueError("the batch of images is empty")
-    # ``binary="first"`` scans only the first image (the per-step check of the training loss; an
-    # un-binarized MNIST image is never all 0/1), ``True`` scans all of them
-    probe = x[:1] if binary == "first" else x
-    if binary and value_checks_enabled() and bool(((probe != 0) & (probe != 1)).any()):
-        raise ValueError("images must be binarized (every pixel 0 or 1): the reconstruction term is a "
-                         "Bernoulli log-likelihood; binarize with gstutorial.data.binarize_dynamic (training) "
-                         "or load_mnist(binarize='fixed') (evaluation)")
-    if not binary and value_checks_enabled() and not bool(((x >= 0) & (x <= 1)).all()):  # also catches NaN
-        raise ValueError("images must hold pixel values in [0, 1] (binarized, or grey levels as "
-                         "load_mnist(binarize='none') returns them), without NaN")
+def _check_latent(latent_dim: int, num_categories: int) -> tuple[int, int]:
+    return check_int(latent_dim, "latent_dim", 1), check_int(num_categories, "num_categories", 2)
 
 
 def _check_codes(z: torch.Tensor, latent_dim: int, num_categories: int) -> None:
-    if not isinstance(z, torch.Tensor):
-        raise TypeError(f"z must be a torch.Tensor, got {type(z).__name__}")
+    check_tensor(z, "z")
     expected = (latent_dim, num_categories)
     if z.ndim != 3 or tuple(z.shape[1:]) != expected:
         raise ValueError(f"z must have shape (batch, {latent_dim}, {num_categories}), got {tuple(z.shape)}; "
                          "pass one-hot or relaxed one-hot codes, never raw logits")
-
-
-def reconstruction_nll(recon_logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Bernoulli negative log-likelihood ``-log p(x | z)`` summed over pixels: shape ``(B,)``.
-
-    ``recon_logits`` are the decoder's Bernoulli logits, ``x`` the binarized image (same shape).
-    """
-    if recon_logits.shape != x.shape:
-        raise ValueError(f"recon_logits and x must have the same shape, got {tuple(recon_logits.shape)} "
-                         f"and {tuple(x.shape)}")
-    return F.binary_cross_entropy_with_logits(recon_logits, x, reduction="none").sum(-1)
 
 
 def kl_to_uniform(logits: torch.Tensor) -> torch.Tensor:
@@ -153,22 +110,6 @@ def kl_to_uniform(logits: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"logits must have shape (B, N, K), got {tuple(logits.shape)}; for one categorical "
                          "variable per image use logits.unsqueeze(1)")
     return kl_categorical_uniform(logits).sum(-1)
-
-
-def one_hot_sample(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """An exact one-hot sample of ``Categorical(softmax(logits))`` (Gumbel-Max), shape of ``logits``."""
-    index = gumbel_max(logits, generator)
-    return F.one_hot(index, logits.shape[-1]).to(logits.dtype)
-
-
-def mlp(widths: list[int]) -> nn.Sequential:
-    """Linear layers of the given widths with ReLU between them and nothing after the last one."""
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
-        layers.append(nn.Linear(a, b))
-        if i < len(widths) - 2:  # ReLU between hidden layers, nothing on the output
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
 
 
 class CategoricalVAE(nn.Module):
@@ -198,31 +139,22 @@ class CategoricalVAE(nn.Module):
                  input_dim: int = 784, hidden: Sequence[int] = (512, 256), num_samples: int = 1,
                  k: int = 1) -> None:
         super().__init__()
-        _check_latent(latent_dim, num_categories)
+        latent_dim, num_categories = _check_latent(latent_dim, num_categories)
         if estimator not in ALL_ESTIMATORS:
             raise ValueError(f"estimator must be one of {ESTIMATORS} ('gs' = Gumbel-Softmax, 'st' = "
                              "straight-through Gumbel-Softmax) or a name of gstutorial.estimators: "
                              f"{list(LAB_ESTIMATORS)}; got {estimator!r}")
-        for name, value in (("num_samples", num_samples), ("k", k)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        num_samples, k = check_int(num_samples, "num_samples", 1), check_int(k, "k", 1)
         if estimator in ESTIMATORS and (num_samples, k) != (1, 1):
             raise ValueError(f"num_samples and k apply to chapter 9's estimators only; {estimator!r} "
                              "draws one sample")
         if estimator == "reinforce_loo" and num_samples < 2:
             raise ValueError("estimator 'reinforce_loo' needs num_samples >= 2 (each sample's baseline is "
                              "the mean of the others)")
-        hidden = tuple(hidden)
-        for h in hidden:  # int(64.7) would silently build a 64-unit layer
-            if isinstance(h, bool) or not isinstance(h, numbers.Integral):
-                raise TypeError(f"hidden widths must be ints, got {h!r} ({type(h).__name__}) in "
-                                f"hidden={hidden!r}; e.g. hidden=(512, 256)")
-        hidden = tuple(int(h) for h in hidden)
-        if isinstance(input_dim, bool) or not isinstance(input_dim, numbers.Integral):
-            raise TypeError(f"input_dim must be an int (pixels per image, 784 for MNIST), got {input_dim!r}")
-        if not hidden or min(hidden) < 1 or input_dim < 1:
-            raise ValueError(f"hidden widths and input_dim must be positive, got hidden={hidden}, "
-                             f"input_dim={input_dim}")
+        hidden = tuple(check_int(h, "hidden width", 1) for h in hidden)  # int(64.7) would build 64 units
+        if not hidden:
+            raise ValueError("hidden must name at least one hidden layer width, e.g. (512, 256)")
+        input_dim = check_int(input_dim, "input_dim", 1)
         self.latent_dim = latent_dim
         self.num_categories = num_categories
         self.estimator = estimator
@@ -326,11 +258,7 @@ class CategoricalVAE(nn.Module):
     @torch.no_grad()
     def sample_prior(self, num: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Images drawn from the model: z ~ Uniform one-hot, returns pixel probabilities ``(num, 784)``."""
-        if isinstance(num, bool) or not isinstance(num, numbers.Integral):
-            raise TypeError(f"num must be an int, got {type(num).__name__}")
-        if num < 1:
-            raise ValueError(f"num must be >= 1, got {num}")
-        num = int(num)
+        num = check_int(num, "num", 1)
         p = next(self.parameters())
         logits = torch.zeros(num, self.latent_dim, self.num_categories, device=p.device, dtype=p.dtype)
         return torch.sigmoid(self.decode(one_hot_sample(logits, generator)))
@@ -345,11 +273,6 @@ def _check_model(model: CategoricalVAE) -> None:
         raise TypeError(f"model must be a CategoricalVAE, got {type(model).__name__}")
 
 
-def _check_batch_size(batch_size: int) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-
-
 @torch.no_grad()
 def negative_elbo(model: CategoricalVAE, x: torch.Tensor, temperature: float | None = None,
                   hard: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -361,14 +284,19 @@ def negative_elbo(model: CategoricalVAE, x: torch.Tensor, temperature: float | N
     """
     _check_model(model)
     check_images(x, model.input_dim)
-    logits = model.encode(x)
-    if hard:
-        z = one_hot_sample(logits, generator)
-    else:
+    if not hard:
         if temperature is None:
-            raise ValueError("the relaxed -ELBO needs a temperature; pass temperature=... or hard=True")
-        z = gumbel_softmax(logits, check_temperature(temperature), generator=generator)
-    return reconstruction_nll(model.decode(z), x) + kl_to_uniform(logits)
+            raise ValueError("temperature: the relaxed -ELBO needs one; pass temperature=... or hard=True")
+        temperature = check_temperature(temperature)
+    return _nelbo(model, x, temperature, hard, generator)
+
+
+def _nelbo(model: CategoricalVAE, x: torch.Tensor, temperature: float | None, hard: bool,
+           generator: torch.Generator | None) -> torch.Tensor:
+    """:func:`negative_elbo` on arguments already checked."""
+    logits = model.encoder(x).view(x.shape[0], model.latent_dim, model.num_categories)
+    z = one_hot_sample(logits, generator) if hard else gumbel_softmax(logits, temperature, generator=generator)
+    return reconstruction_nll(model.decoder(z.reshape(x.shape[0], -1)), x) + kl_to_uniform(logits)
 
 
 @torch.no_grad()
@@ -386,9 +314,13 @@ def importance_weighted_bound(model: CategoricalVAE, x: torch.Tensor, num_sample
     """
     _check_model(model)
     check_images(x, model.input_dim)
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
-    _check_batch_size(max_rows)
+    num_samples = check_int(num_samples, "num_samples", 1)
+    max_rows = check_int(max_rows, "max_rows", 1)
+    return _iw_bound(model, x, num_samples, generator, max_rows)
+
+
+def _iw_bound(model: CategoricalVAE, x: torch.Tensor, num_samples: int, generator: torch.Generator | None,
+              max_rows: int) -> torch.Tensor:
     n_lat, k_cat = model.latent_dim, model.num_categories
     log_prior = -n_lat * math.log(k_cat)
     images_per_chunk = max(1, max_rows // num_samples)
@@ -397,7 +329,7 @@ def importance_weighted_bound(model: CategoricalVAE, x: torch.Tensor, num_sample
     for start in range(0, x.shape[0], images_per_chunk):
         xb = x[start:start + images_per_chunk]                              # (b, D)
         b = xb.shape[0]
-        log_q = torch.log_softmax(model.encode(xb), dim=-1)                # (b, N, K)
+        log_q = torch.log_softmax(model.encoder(xb).view(b, n_lat, k_cat), dim=-1)  # (b, N, K)
         log_w = []
         for s0 in range(0, num_samples, samples_per_chunk):
             s = min(samples_per_chunk, num_samples - s0)
@@ -424,8 +356,9 @@ def evaluate(model: CategoricalVAE, x: torch.Tensor, temperature: float, *, num_
     """
     _check_model(model)
     check_images(x, model.input_dim)
-    _check_batch_size(batch_size)
-    check_temperature(temperature)
+    batch_size = check_int(batch_size, "batch_size", 1)
+    num_samples = check_int(num_samples, "num_samples", 0)
+    temperature = check_temperature(temperature)
     was_training = model.training
     model.eval()
     try:
@@ -434,10 +367,10 @@ def evaluate(model: CategoricalVAE, x: torch.Tensor, temperature: float, *, num_
             sums[f"iw_nelbo_{num_samples}"] = 0.0
         for start in range(0, x.shape[0], batch_size):
             xb = x[start:start + batch_size]
-            sums["relaxed_nelbo"] += negative_elbo(model, xb, temperature, generator=generator).double().sum().item()
-            sums["hard_nelbo"] += negative_elbo(model, xb, hard=True, generator=generator).double().sum().item()
+            sums["relaxed_nelbo"] += _nelbo(model, xb, temperature, False, generator).double().sum().item()
+            sums["hard_nelbo"] += _nelbo(model, xb, None, True, generator).double().sum().item()
             if num_samples:
-                iw = importance_weighted_bound(model, xb, num_samples, generator)
+                iw = _iw_bound(model, xb, num_samples, generator, 25_000)
                 sums[f"iw_nelbo_{num_samples}"] += iw.double().sum().item()
     finally:
         model.train(was_training)

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .utils import value_checks_enabled
+from .checks import value_checks_enabled
 
 __all__ = [
     "MNIST_FILES",

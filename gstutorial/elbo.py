@@ -36,7 +36,7 @@ from torch.distributions import (
 )
 
 from gstutorial import kl
-from gstutorial.utils import check_float_tensor
+from gstutorial.checks import check_float_tensor
 
 __all__ = [
     "DiscreteLatentModel",

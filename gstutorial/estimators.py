@@ -35,16 +35,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from gstutorial.gumbel import (
-    _check_tensor,
-    check_logits,
-    check_temperature,
-    gumbel_max,
-    gumbel_noise,
-    gumbel_softmax,
-)
-from gstutorial.straight_through import straight_through
-from gstutorial.utils import softmax_last, value_checks_enabled
+from gstutorial.checks import check_int, check_temperature, check_tensor, value_checks_enabled
+from gstutorial.gumbel import check_logits, gumbel_max, gumbel_noise, gumbel_softmax
+from gstutorial.gumbel import one_hot_sample as _one_hot
+from gstutorial.primitives import cast_like, softmax_last, straight_through, upcast_half
 
 __all__ = [
     "ESTIMATORS",
@@ -62,7 +56,6 @@ __all__ = [
 ]
 
 Function = Callable[[torch.Tensor], torch.Tensor]
-_HALF = (torch.float16, torch.bfloat16)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -72,7 +65,7 @@ _HALF = (torch.float16, torch.bfloat16)
 def check_estimator_logits(logits: torch.Tensor) -> torch.Tensor:
     """Validate logits for the estimators: a floating-point tensor with a non-empty last (category)
     axis and only finite entries. Returns ``logits`` unchanged."""
-    _check_tensor(logits)  # type and shape: no pass over the data
+    check_tensor(logits, "logits", category_axis=True)  # type and shape: no pass over the data
     if not value_checks_enabled() or math.isfinite(float(logits.detach().sum())):  # NaN/±inf: sum not finite
         return logits
     check_logits(logits)  # explains NaN, +inf and all-masked rows
@@ -80,14 +73,6 @@ def check_estimator_logits(logits: torch.Tensor) -> torch.Tensor:
         raise ValueError("logits contain -inf; the gradient estimators need finite logits (a masked "
                          "category has no gradient) — use a large negative finite value such as -30 instead")
     return logits  # finite logits whose sum overflowed
-
-
-def _check_positive_int(value: object, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
 
 
 def _reinmax_temperature(temperature: float) -> float:
@@ -98,27 +83,18 @@ def _reinmax_temperature(temperature: float) -> float:
     return tau
 
 
-def _working(logits: torch.Tensor) -> torch.Tensor:
-    return logits.float() if logits.dtype in _HALF else logits
-
-
-def _back(result: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return result if result.dtype == like.dtype else result.to(like.dtype)
-
-
 # --------------------------------------------------------------------------------------------------
 # Samplers (pathwise estimators)
 # --------------------------------------------------------------------------------------------------
 
 def one_hot_sample(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """An exact one-hot sample of ``Categorical(softmax(logits))`` (Gumbel-Max), no gradient.
+    """An exact one-hot sample of ``Categorical(softmax(logits))`` (Gumbel-Max), no gradient: the
+    package's one sampler, :func:`gstutorial.gumbel.one_hot_sample`, after the estimators' check
+    that the logits are finite.
 
     Returns a ``(..., K)`` tensor of zeros and ones with the dtype and device of ``logits``.
     """
-    check_estimator_logits(logits)
-    index = gumbel_max(logits, generator)
-    return torch.zeros_like(logits, memory_format=torch.contiguous_format).scatter_(
-        -1, index.unsqueeze(-1), 1.0).detach()
+    return _one_hot(check_estimator_logits(logits), generator)
 
 
 def _given_or_drawn(x: torch.Tensor, sample: torch.Tensor | None,
@@ -152,9 +128,9 @@ def straight_through_sample(logits: torch.Tensor, temperature: float = 1.0,
     (..., K) tensor whose value is exactly one-hot and whose gradient is that of ``softmax(logits / τ)``.
     """
     tau = check_temperature(temperature)
-    x = _working(check_estimator_logits(logits))
+    x = upcast_half(check_estimator_logits(logits))
     hard = _given_or_drawn(x, sample, generator)
-    return _back(straight_through(softmax_last(x / tau), hard), logits)
+    return cast_like(straight_through(softmax_last(x / tau), hard), logits)
 
 
 def gumbel_softmax_sample(logits: torch.Tensor, temperature: float,
@@ -203,19 +179,19 @@ def conditional_gumbel(logits: torch.Tensor, index: torch.Tensor, k: int = 1,
     (k, ..., K) tensor of perturbed logits ``x`` with ``argmax(x) = index`` (up to float ties).
     """
     check_estimator_logits(logits)
-    k = _check_positive_int(k, "k")
+    k = check_int(k, "k", 1)
     if not isinstance(index, torch.Tensor) or index.dtype != torch.long:
         raise TypeError("index must be a LongTensor of category indices")
     if index.shape != logits.shape[:-1]:
         raise ValueError(f"index must have the batch shape of logits, {tuple(logits.shape[:-1])}, got "
                          f"{tuple(index.shape)}")
     with torch.no_grad():
-        x = _working(logits)
+        x = upcast_half(logits)
         g = gumbel_noise(x.expand(k, *x.shape), generator)
         where = index.unsqueeze(-1).expand(k, *index.shape, 1)
         top = torch.logsumexp(x, -1, keepdim=True) + g.gather(-1, where)  # (k, ..., 1)
         below = -torch.logaddexp(-(x + g), -top)
-        return _back(below.scatter_(-1, where, top), logits)
+        return cast_like(below.scatter_(-1, where, top), logits)
 
 
 def gumbel_rao_sample(logits: torch.Tensor, temperature: float, k: int = 10,
@@ -238,13 +214,13 @@ def gumbel_rao_sample(logits: torch.Tensor, temperature: float, k: int = 10,
     (..., K) tensor, exactly one-hot forward.
     """
     tau = check_temperature(temperature)
-    k = _check_positive_int(k, "k")
-    x = _working(check_estimator_logits(logits))
+    k = check_int(k, "k", 1)
+    x = upcast_half(check_estimator_logits(logits))
     index = gumbel_max(x, generator)
     hard = torch.zeros_like(x, memory_format=torch.contiguous_format).scatter_(-1, index.unsqueeze(-1), 1.0)
     noise = conditional_gumbel(x, index, k, generator) - x.detach()  # g^(j), shape (k, ..., K)
     soft = softmax_last((x + noise) / tau).mean(0)
-    return _back(straight_through(soft, hard), logits)
+    return cast_like(straight_through(soft, hard), logits)
 
 
 def reinmax_sample(logits: torch.Tensor, temperature: float = 1.0,
@@ -272,12 +248,12 @@ def reinmax_sample(logits: torch.Tensor, temperature: float = 1.0,
     (..., K) tensor, exactly one-hot forward.
     """
     tau = _reinmax_temperature(temperature)
-    x = _working(check_estimator_logits(logits))
+    x = upcast_half(check_estimator_logits(logits))
     hard = _given_or_drawn(x, sample, generator)
     pi0 = softmax_last(x)
     log_pi1 = torch.logaddexp(softmax_last(x / tau, log=True), hard.log()) - math.log(2.0)  # log of (softmax(x/τ) + D)/2
     pi1 = softmax_last(straight_through(x, log_pi1))  # value π1, Jacobian J(π1) with respect to x
-    return _back(straight_through(2.0 * pi1 - 0.5 * pi0, hard), logits)
+    return cast_like(straight_through(2.0 * pi1 - 0.5 * pi0, hard), logits)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -325,8 +301,8 @@ def reinforce(logits: torch.Tensor, f: Function, num_samples: int = 1, baseline:
     -------
     (*batch) tensor.
     """
-    x = _working(check_estimator_logits(logits))
-    num_samples = _check_positive_int(num_samples, "num_samples")
+    x = upcast_half(check_estimator_logits(logits))
+    num_samples = check_int(num_samples, "num_samples", 1)
     if baseline not in (None, "loo"):
         raise ValueError(f"baseline must be None or 'loo' (leave-one-out), got {baseline!r}")
     if baseline == "loo" and num_samples < 2:
@@ -394,7 +370,7 @@ class Estimator:
                              "has no sample with a useful gradient; call .surrogate(logits, f, ...) instead")
         if self.uses_k:
             return self.sampler(logits, temperature, k=k, generator=generator)
-        _check_positive_int(k, "k")  # accepted for a uniform call, and still validated
+        check_int(k, "k", 1)  # accepted for a uniform call, and still validated
         return self.sampler(logits, temperature, generator=generator)
 
     def surrogate(self, logits: torch.Tensor, f: Function, *, temperature: float = 1.0,
@@ -405,9 +381,9 @@ class Estimator:
         averaged over the samples. See the module docstring for the shape contract of ``f``."""
         if self.kind == "score":
             check_temperature(temperature)  # accepted for a uniform call, and still validated
-            _check_positive_int(k, "k")
+            check_int(k, "k", 1)
             return reinforce(logits, f, num_samples, self.baseline, generator)
-        num_samples = _check_positive_int(num_samples, "num_samples")
+        num_samples = check_int(num_samples, "num_samples", 1)
         check_estimator_logits(logits)
         z = self.sample(logits.expand(num_samples, *logits.shape), temperature, k, generator)
         values = f(z)

@@ -17,21 +17,25 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from numbers import Integral, Real
 
 import numpy as np
 import torch
 from scipy import integrate, special
 
+from gstutorial.checks import check_int, check_temperature, check_tensor, value_checks_enabled
 from gstutorial.kl import check_probabilities
-from gstutorial.straight_through import straight_through
-from gstutorial.utils import softmax_last, value_checks_enabled
+from gstutorial.primitives import (
+    HALF_DTYPES,
+    softmax_last,
+    straight_through,
+    uniform_to_gumbel_,
+    upcast_half,
+)
 
 __all__ = [
     "EULER_GAMMA",
     "categorical_inverse_cdf",
     "check_logits",
-    "check_temperature",
     "concrete_log_prob",
     "concrete_total_mass",
     "gumbel_cdf",
@@ -42,12 +46,12 @@ __all__ = [
     "gumbel_noise",
     "gumbel_pdf",
     "gumbel_softmax",
+    "one_hot_sample",
 ]
 
 EULER_GAMMA = 0.5772156649015329
 """The Euler–Mascheroni constant γ: the mean of the standard Gumbel distribution."""
 
-_HALF = (torch.float16, torch.bfloat16)
 _MAX_GRID_POINTS = 10**7  # concrete_total_mass: keeps its float64 work arrays to a few GB
 
 
@@ -55,38 +59,10 @@ _MAX_GRID_POINTS = 10**7  # concrete_total_mass: keeps its float64 work arrays t
 # Argument checks
 # --------------------------------------------------------------------------------------------------
 
-def check_temperature(temperature: float) -> float:
-    """Return ``temperature`` as a Python float after checking that it is a finite number > 0."""
-    if isinstance(temperature, torch.Tensor):
-        if temperature.numel() != 1:
-            raise ValueError(f"temperature must be a single number, got a tensor of shape {tuple(temperature.shape)}")
-        temperature = temperature.item()
-    if isinstance(temperature, bool) or not isinstance(temperature, Real):
-        raise TypeError(f"temperature must be a real number, got {type(temperature).__name__}")
-    tau = float(temperature)
-    if not (math.isfinite(tau) and tau > 0):
-        raise ValueError(f"temperature must be a finite number > 0, got {tau}; the relaxation is defined "
-                         "for tau > 0 only (use gumbel_max for the tau -> 0 limit)")
-    return tau
-
-
-def _check_tensor(logits: torch.Tensor, name: str = "logits", category_axis: bool = True) -> None:
-    """Cheap checks that only look at the type and the shape (no pass over the data); noise, which
-    has no category axis, passes ``category_axis=False``."""
-    if not isinstance(logits, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(logits).__name__}")
-    if not logits.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got {logits.dtype}; "
-                        f"convert it, e.g. {name}.float()")
-    if category_axis and (logits.ndim == 0 or logits.shape[-1] == 0):
-        raise ValueError(f"{name} need a non-empty category axis (the last axis), got shape "
-                         f"{tuple(logits.shape)}; add one with {name}.unsqueeze(-1) or pass K >= 1 categories")
-
-
 def check_logits(logits: torch.Tensor) -> torch.Tensor:
     """Validate logits (full scan): floating point, non-empty last axis, no NaN or ``+inf``, and at
     least one category per row that is not masked with ``-inf``. Returns ``logits`` unchanged."""
-    _check_tensor(logits)
+    check_tensor(logits, "logits", category_axis=True)
     if torch.isnan(logits).any():
         raise ValueError("logits contain NaN; logits must be finite, or -inf to mask a category")
     if torch.isposinf(logits).any():
@@ -104,11 +80,6 @@ def _diagnose(logits: torch.Tensor, tau: float | None = None) -> None:
     fix = " or a larger temperature" if tau is not None else ""
     raise ValueError(f"logits of magnitude up to {logits.abs().max().item():.3g} overflow in {logits.dtype}"
                      f"{'' if tau is None else f' at temperature {tau}'}; use float64{fix}")
-
-
-def _working(logits: torch.Tensor) -> torch.Tensor:
-    """The tensor the computation runs on: half precision is upcast to float32."""
-    return logits.float() if logits.dtype in _HALF else logits
 
 
 # --------------------------------------------------------------------------------------------------
@@ -157,33 +128,21 @@ def gumbel_cdf(z):
     return lib.exp(-lib.exp(-z))
 
 
-def _uniform_to_gumbel_(u: torch.Tensor) -> torch.Tensor:
-    """In place: U -> -log(-log U), with U clamped into [tiny, 1 - eps/2] so the result is finite.
-
-    ``U = 0`` would give ``-inf`` and ``U = 1`` would give ``+inf``. The clamp bounds the noise to
-    about [-4.5, 16.6] in float32 and [-6.6, 36.7] in float64, a truncation of probability below
-    1e-7 and about 1.1e-16 respectively (``torch.rand`` never returns 1 and returns 0 with
-    probability 2**-24 = 6.0e-8 in float32 and 2**-53 = 1.1e-16 in float64).
-    """
-    info = torch.finfo(u.dtype)
-    return u.clamp_(info.tiny, 1.0 - info.eps / 2).log_().neg_().log_().neg_()
-
-
 def gumbel_from_uniform(u: torch.Tensor) -> torch.Tensor:
     """Standard Gumbel noise ``-log(-log U)`` from uniform numbers ``u`` (any shape, elementwise);
-    finite for every ``u`` in [0, 1], including the endpoints (which are clamped, see :func:`_uniform_to_gumbel_`).
+    finite for every ``u`` in [0, 1], including the endpoints (which are clamped, see :func:`gstutorial.primitives.uniform_to_gumbel_`).
 
     ``u`` with NaN or values outside [0, 1] raises ``ValueError`` (one reduction over ``u``, skipped
-    when value checks are off, see :func:`gstutorial.utils.value_checks`).
+    when value checks are off, see :func:`gstutorial.checks.value_checks`).
     """
-    _check_tensor(u, "u", category_axis=False)
-    work = _working(u).clone()
+    check_tensor(u, "u")
+    work = upcast_half(u).clone()
     if value_checks_enabled() and work.numel():
         low, high = (v.item() for v in torch.aminmax(work))  # NaN propagates into both
         if not (0.0 <= low and high <= 1.0):
             raise ValueError(f"u must lie in [0, 1] (uniform numbers, e.g. from torch.rand), got values in "
                              f"[{low:.3g}, {high:.3g}]; only the endpoints 0 and 1 themselves are clamped")
-    return _uniform_to_gumbel_(work).to(u.dtype)
+    return uniform_to_gumbel_(work).to(u.dtype)
 
 
 def gumbel_noise(like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -193,10 +152,10 @@ def gumbel_noise(like: torch.Tensor, generator: torch.Generator | None = None) -
     ``generator`` (optional) must live on ``like``'s device. Half-precision noise is drawn in float32
     and cast.
     """
-    _check_tensor(like, "like", category_axis=False)
-    dtype = torch.float32 if like.dtype in _HALF else like.dtype
+    check_tensor(like, "like")
+    dtype = torch.float32 if like.dtype in HALF_DTYPES else like.dtype
     u = torch.rand(like.shape, generator=generator, dtype=dtype, device=like.device)
-    return _uniform_to_gumbel_(u).to(like.dtype)
+    return uniform_to_gumbel_(u).to(like.dtype)
 
 
 def gumbel_max(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -211,13 +170,24 @@ def gumbel_max(logits: torch.Tensor, generator: torch.Generator | None = None) -
     -------
     (...) LongTensor of indices, distributed as ``Categorical(softmax(logits))``.
     """
-    _check_tensor(logits)
-    x = _working(logits).detach()
+    check_tensor(logits, "logits", category_axis=True)
+    x = upcast_half(logits).detach()
     z = gumbel_noise(x, generator).add_(x)
     best, index = z.max(-1)
     if value_checks_enabled() and not torch.isfinite(best).all():  # NaN, +inf or an all-masked row
         _diagnose(logits)
     return index
+
+
+def one_hot_sample(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """An exact one-hot sample of ``Categorical(softmax(logits))`` by Gumbel-Max, without gradient.
+
+    Returns a contiguous ``(..., K)`` tensor of zeros and ones with the dtype and device of ``logits``;
+    a ``-inf`` logit masks its category. The same random numbers as :func:`gumbel_max`.
+    """
+    index = gumbel_max(logits, generator)
+    return torch.zeros_like(logits, memory_format=torch.contiguous_format).scatter_(
+        -1, index.unsqueeze(-1), 1.0).detach()
 
 
 def gumbel_max_probabilities(logits: Sequence[float], epsrel: float = 1e-13) -> np.ndarray:
@@ -269,7 +239,7 @@ def gumbel_softmax(logits: torch.Tensor, temperature: float, hard: bool = False,
     temperature : finite float > 0.
     hard : if True, the straight-through version: the forward value is the exact one-hot vector of
         ``argmax(logits + g)`` (a Gumbel-Max sample, the same ``g``), the backward pass uses the
-        gradient of the relaxed sample (:func:`gstutorial.straight_through.straight_through`).
+        gradient of the relaxed sample (:func:`gstutorial.primitives.straight_through`).
     generator : optional ``torch.Generator`` on the logits' device.
 
     Returns
@@ -277,8 +247,8 @@ def gumbel_softmax(logits: torch.Tensor, temperature: float, hard: bool = False,
     (..., K) tensor with the dtype and device of ``logits``, differentiable with respect to them.
     """
     tau = check_temperature(temperature)
-    _check_tensor(logits)
-    x = _working(logits)
+    check_tensor(logits, "logits", category_axis=True)
+    x = upcast_half(logits)
     z = gumbel_noise(x, generator).add_(x).div_(tau)  # in place: no extra allocations
     soft = softmax_last(z)
     if value_checks_enabled() and torch.isnan(soft.sum()):  # catches NaN/+inf logits, all-masked rows, overflow
@@ -313,7 +283,7 @@ def concrete_log_prob(sample: torch.Tensor, logits: torch.Tensor, temperature: f
     """
     tau = check_temperature(temperature)
     check_logits(logits)
-    _check_tensor(sample, "sample")
+    check_tensor(sample, "sample", category_axis=True)
     if sample.device != logits.device:
         raise ValueError(f"sample and logits must be on the same device, got sample on {sample.device} and "
                          f"logits on {logits.device}; move one, e.g. sample.to(logits.device)")
@@ -326,7 +296,7 @@ def concrete_log_prob(sample: torch.Tensor, logits: torch.Tensor, temperature: f
         raise ValueError(f"sample and logits must have broadcastable shapes, got {tuple(sample.shape)} and "
                          f"{tuple(logits.shape)}; their batch axes (all but the last) must match or be 1") from None
     out_dtype = torch.promote_types(sample.dtype, logits.dtype)
-    work_dtype = torch.float32 if out_dtype in _HALF else out_dtype
+    work_dtype = torch.float32 if out_dtype in HALF_DTYPES else out_dtype
     y, x = torch.broadcast_tensors(sample.to(work_dtype), logits.to(work_dtype))
     keep = ~torch.isneginf(x)
     if not torch.isfinite(y).all() or (y < 0).any():
@@ -369,8 +339,7 @@ def concrete_total_mass(logits: torch.Tensor, temperature: float, nodes: int = 4
     if torch.isneginf(logits).any():
         raise ValueError("concrete_total_mass takes unmasked logits; drop the -inf categories instead")
     k = logits.numel()
-    if isinstance(nodes, bool) or not isinstance(nodes, Integral) or nodes < 1:
-        raise ValueError(f"nodes must be an int >= 1, got {nodes!r}")
+    nodes = check_int(nodes, "nodes", 1)
     if int(nodes) ** (k - 1) > _MAX_GRID_POINTS:
         raise ValueError(f"nodes = {nodes} gives nodes**(K-1) = {int(nodes) ** (k - 1):.3g} grid points for K = {k}, "
                          f"more than {_MAX_GRID_POINTS:.0e}; lower nodes (the default 400 is plenty)")

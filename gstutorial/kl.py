@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from scipy import integrate, optimize, stats
 
-from gstutorial.utils import softmax_last, value_checks_enabled
+from gstutorial.checks import value_checks_enabled
+from gstutorial.primitives import softmax_last
 
 __all__ = [
     "check_probabilities",

@@ -19,7 +19,7 @@ import torch
 from torch.distributions import Normal
 
 from gstutorial import kl
-from gstutorial.utils import check_float_tensor
+from gstutorial.checks import check_float_tensor
 
 __all__ = [
     "Objective",

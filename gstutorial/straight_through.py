@@ -1,8 +1,9 @@
 """Chapter 6 — straight-through estimation.
 
 The identity ``(hard - soft).detach() + soft`` has the *value* of ``hard`` and the *gradient* of
-``soft``. :func:`straight_through` is the one place it is written; ``gumbel.gumbel_softmax(hard=True)``
-uses it. The rest of the module holds what chapter 6 demonstrates: the worked autograd example, the
+``soft``; it is written once, in :func:`gstutorial.primitives.straight_through` (re-exported here, the
+chapter's subject), and ``gumbel.gumbel_softmax(hard=True)`` uses it. The module holds what chapter 6
+demonstrates: the worked autograd example, the
 binary (K = 2) relaxation with logistic noise, and a toy problem on which the relaxed and the hard
 objective disagree. Tensors follow the package convention (category axis last; device and dtype
 follow the inputs).
@@ -15,7 +16,9 @@ from collections.abc import Callable
 
 import torch
 
-from gstutorial.utils import check_float_tensor
+from gstutorial.checks import check_float_tensor, check_temperature
+from gstutorial.gumbel import gumbel_softmax
+from gstutorial.primitives import straight_through
 
 __all__ = [
     "autograd_example",
@@ -27,27 +30,6 @@ __all__ = [
     "straight_through",
     "train_binary_toy",
 ]
-
-
-def straight_through(soft: torch.Tensor, hard: torch.Tensor) -> torch.Tensor:
-    """Return a tensor whose value is ``hard`` and whose gradient is that of ``soft``.
-
-    ``(hard - soft).detach() + soft``: the detached difference is a constant for autograd, so the
-    backward pass sees only ``+ soft``. For ``hard`` in {0, 1} and ``soft`` in [0, 1] the forward value
-    equals ``hard`` exactly in IEEE round-to-nearest arithmetic, not just approximately.
-
-    ``soft`` and ``hard`` must have the same shape and device (``ValueError`` otherwise); different
-    dtypes follow torch's type promotion (a float32 ``soft`` with a float64 ``hard`` gives float64).
-    """
-    if not (isinstance(soft, torch.Tensor) and isinstance(hard, torch.Tensor)):
-        raise TypeError("soft and hard must both be torch.Tensors")
-    if soft.shape != hard.shape:
-        raise ValueError(f"soft and hard must have the same shape, got {tuple(soft.shape)} and "
-                         f"{tuple(hard.shape)}; broadcasting here would silently change the result")
-    if soft.device != hard.device:
-        raise ValueError(f"soft and hard must be on the same device, got soft on {soft.device} and hard on "
-                         f"{hard.device}; move one, e.g. hard.to(soft.device)")
-    return (hard - soft).detach() + soft
 
 
 def autograd_example(a: float = 1.0, b: float = 2.0, skip: bool = False) -> tuple[float, dict[str, float]]:
@@ -97,9 +79,6 @@ def binary_gumbel_softmax(logit: torch.Tensor, temperature: float, hard: bool = 
     forward value is the exact 0/1 sample ``1[logit + L > 0]`` and the gradient is the relaxed one.
     This is the first coordinate of ``gumbel_softmax([logit, 0], τ)``.
     """
-    # imported here, not at the top: gumbel imports this module
-    from gstutorial.gumbel import check_temperature
-
     tau = check_temperature(temperature)
     if not (isinstance(logit, torch.Tensor) and logit.is_floating_point()):
         raise TypeError("logit must be a floating-point torch.Tensor")
@@ -191,8 +170,6 @@ def mean_gradient(logits: torch.Tensor, f: Callable[[torch.Tensor], torch.Tensor
     values, one per sample (``ValueError`` otherwise). One backward pass over ``num_samples`` samples
     gives all per-sample gradients, because sample i depends on the logits only through its own row.
     """
-    # imported here, not at the top: gumbel imports this module
-    from gstutorial.gumbel import gumbel_softmax
 
     if num_samples < 2:
         raise ValueError(f"num_samples must be >= 2 to give a standard error, got {num_samples}")

@@ -17,7 +17,8 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-from gstutorial.utils import HelpFormatter, atomic_write
+from gstutorial.cli import HelpFormatter
+from gstutorial.files import atomic_write
 
 
 def execute(path: Path, timeout: int) -> float:
