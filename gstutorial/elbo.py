@@ -36,7 +36,7 @@ from torch.distributions import (
 )
 
 from gstutorial import kl
-from gstutorial.checks import check_float_tensor
+from gstutorial.checks import check_float_tensor, check_int, check_real, check_tensor
 
 __all__ = [
     "DiscreteLatentModel",
@@ -50,20 +50,13 @@ __all__ = [
     "iwae_bound_exact",
 ]
 
+
 def _check_x(x: object, dim: int) -> torch.Tensor:
     x = check_float_tensor(x, "x")
     if x.ndim == 0 or x.shape[-1] != dim:
         raise ValueError(f"x must have shape (*batch, {dim}) for this model (last axis = observation "
                          f"dimension D = {dim}), got {tuple(x.shape)}")
     return x
-
-
-def _check_count(value: object, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
 
 
 class DiscreteLatentModel:
@@ -124,8 +117,9 @@ class DiscreteLatentModel:
     def log_joint(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """:math:`\\log p(x, z)` for integer states ``z`` of shape ``(*sample, *batch)``."""
         table = self.log_joint_table(x)
-        if not isinstance(z, torch.Tensor) or z.is_floating_point() or z.is_complex() or z.dtype == torch.bool:
-            raise TypeError(f"z must be a tensor of integer state indices in [0, K), got {getattr(z, 'dtype', type(z).__name__)}")
+        z = check_tensor(z, "z", floating=False)
+        if z.is_floating_point() or z.is_complex() or z.dtype == torch.bool:
+            raise TypeError(f"z must be a tensor of integer state indices in [0, K), got {z.dtype}")
         table = table.expand(*z.shape, self.num_categories)
         return table.gather(-1, z.unsqueeze(-1)).squeeze(-1)
 
@@ -140,7 +134,7 @@ class DiscreteLatentModel:
     def sample(self, num_samples: int, generator: torch.Generator | None = None,
                ) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw ``(z, x)`` from the joint: shapes ``(num_samples,)`` and ``(num_samples, D)``."""
-        _check_count(num_samples, "num_samples", 1)
+        num_samples = check_int(num_samples, "num_samples", minimum=1)
         z = torch.multinomial(self.prior.cpu(), num_samples, replacement=True, generator=generator)
         z = z.to(self.prior.device)
         eps = torch.randn(num_samples, self.dim, generator=generator, dtype=self.means.dtype)
@@ -156,7 +150,7 @@ class LinearGaussianModel:
         Loading matrix :math:`W`.
     bias : Tensor, shape (D,)
         Offset :math:`b`.
-    noise_scale : float or 0-d Tensor
+    noise_scale : real number (Python or NumPy) or 0-d Tensor
         Observation noise standard deviation :math:`\sigma > 0`.
     """
 
@@ -168,8 +162,10 @@ class LinearGaussianModel:
         if bias.shape != weight.shape[:1]:
             raise ValueError(f"bias must have shape (D,) = ({weight.shape[0]},) to match weight, "
                              f"got {tuple(bias.shape)}")
+        if not isinstance(noise_scale, torch.Tensor):
+            noise_scale = check_real(noise_scale, "noise_scale")
         sigma = torch.as_tensor(noise_scale, dtype=weight.dtype, device=weight.device)
-        if sigma.ndim != 0 or not torch.isfinite(sigma) or sigma <= 0:
+        if sigma.ndim != 0 or not (torch.isfinite(sigma) and sigma > 0):
             raise ValueError(f"noise_scale is a standard deviation: one finite number > 0, got {noise_scale!r}")
         self.weight, self.bias, self.noise_scale = weight, bias, sigma
 
@@ -195,7 +191,8 @@ class LinearGaussianModel:
     def log_joint(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """:math:`\\log p(z) + \\log p(x \\mid z)` for ``z`` of shape ``(*sample, *batch, L)``."""
         x = _check_x(x, self.dim)
-        if not isinstance(z, torch.Tensor) or z.ndim == 0 or z.shape[-1] != self.latent_dim:
+        z = check_tensor(z, "z")
+        if z.ndim == 0 or z.shape[-1] != self.latent_dim:
             raise ValueError(f"z must be a tensor of shape (..., {self.latent_dim}) (last axis = latent dimension L)")
         return self.prior_distribution().log_prob(z) + self.likelihood(z).log_prob(x)
 
@@ -223,7 +220,7 @@ class LinearGaussianModel:
     def sample(self, num_samples: int, generator: torch.Generator | None = None,
                ) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw ``(z, x)`` from the joint: shapes ``(num_samples, L)`` and ``(num_samples, D)``."""
-        _check_count(num_samples, "num_samples", 1)
+        num_samples = check_int(num_samples, "num_samples", minimum=1)
         eps = torch.randn(num_samples, self.latent_dim + self.dim, generator=generator, dtype=self.weight.dtype)
         eps = eps.to(self.weight.device)
         z = eps[:, : self.latent_dim]
@@ -243,8 +240,8 @@ def _validated_q(model: DiscreteLatentModel | LinearGaussianModel, q: object) ->
         if isinstance(q, torch.Tensor):
             q = Categorical(probs=kl.check_probabilities(q, "q"))
         if not isinstance(q, Categorical):
-            raise TypeError("for a DiscreteLatentModel, q must be a torch.distributions.Categorical or a tensor of "
-                            f"probabilities over the K states, got {type(q).__name__}")
+            raise TypeError("q must be a torch.distributions.Categorical or a tensor of probabilities over the K "
+                            f"states for a DiscreteLatentModel, got {type(q).__name__}")
         if q.probs.shape[-1] != model.num_categories:
             raise ValueError(f"q has {q.probs.shape[-1]} categories but the model has K = {model.num_categories} "
                              "latent states; give q one probability per state")
@@ -278,7 +275,7 @@ def _gaussian_moments(q: Distribution) -> tuple[torch.Tensor, torch.Tensor, bool
         return q.mean, q.covariance_matrix, False
     if isinstance(q, Independent) and isinstance(q.base_dist, Normal) and q.reinterpreted_batch_ndims == 1:
         return q.mean, torch.diag_embed(q.variance), True
-    raise TypeError("the exact ELBO of the linear-Gaussian model needs a Gaussian q: MultivariateNormal or "
+    raise TypeError("q must be Gaussian for the exact ELBO of the linear-Gaussian model: MultivariateNormal or "
                     f"Independent(Normal(mean, std), 1); got {type(q).__name__}. Use elbo_monte_carlo for other q")
 
 
@@ -348,7 +345,7 @@ def log_importance_weights(model: DiscreteLatentModel | LinearGaussianModel, x: 
     ``torch.manual_seed`` for reproducible numbers).
     """
     q = _as_q(model, q, x)
-    _check_count(num_samples, "num_samples", 1)
+    num_samples = check_int(num_samples, "num_samples", minimum=1)
     z = q.sample((num_samples,))
     return model.log_joint(x, z) - q.log_prob(z)
 
@@ -356,7 +353,7 @@ def log_importance_weights(model: DiscreteLatentModel | LinearGaussianModel, x: 
 def elbo_monte_carlo(model: DiscreteLatentModel | LinearGaussianModel, x: torch.Tensor,
                      q: Distribution | torch.Tensor, num_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Monte Carlo ELBO: the mean of ``num_samples`` log-weights, and its standard error (shape ``batch``)."""
-    _check_count(num_samples, "num_samples", 2)
+    num_samples = check_int(num_samples, "num_samples", minimum=2)  # two draws give a standard error
     log_w = log_importance_weights(model, x, q, num_samples)
     return log_w.mean(0), log_w.std(0) / math.sqrt(num_samples)
 
@@ -376,8 +373,7 @@ def iwae_bound(model: DiscreteLatentModel | LinearGaussianModel, x: torch.Tensor
     Tensor, shape (num_repeats, *batch)
         ``num_repeats`` independent draws of :math:`\hat{\mathcal{L}}_k`.
     """
-    _check_count(k, "k", 1)
-    _check_count(num_repeats, "num_repeats", 1)
+    k, num_repeats = check_int(k, "k", minimum=1), check_int(num_repeats, "num_repeats", minimum=1)
     log_w = log_importance_weights(model, x, q, k * num_repeats)
     log_w = log_w.reshape(k, num_repeats, *log_w.shape[1:])
     return torch.logsumexp(log_w, dim=0) - math.log(k)
@@ -391,14 +387,14 @@ def iwae_bound_exact(model: DiscreteLatentModel, x: torch.Tensor, q: Categorical
     Raises ``ValueError`` when :math:`K^k` exceeds ``max_terms`` (use :func:`iwae_bound` then).
     """
     if not isinstance(model, DiscreteLatentModel):
-        raise TypeError("iwae_bound_exact enumerates a discrete latent; use iwae_bound for "
-                        f"{type(model).__name__}")
+        raise TypeError(f"model must be a DiscreteLatentModel, whose states iwae_bound_exact enumerates, got "
+                        f"{type(model).__name__}; use iwae_bound")
     q = _as_q(model, q, x)
-    _check_count(k, "k", 1)
+    k, max_terms = check_int(k, "k", minimum=1), check_int(max_terms, "max_terms", minimum=1)
     num_terms = model.num_categories**k
     if num_terms > max_terms:
-        raise ValueError(f"K^k = {model.num_categories}^{k} = {num_terms} draws exceed max_terms = {max_terms}; "
-                         "use iwae_bound (Monte Carlo) or a smaller k")
+        raise ValueError(f"k = {k} gives K^k = {model.num_categories}^{k} = {num_terms} draws, more than max_terms = "
+                         f"{max_terms}; use iwae_bound (Monte Carlo) or a smaller k")
     log_q = q.probs.log()  # -inf for states q never draws
     log_w = model.log_joint_table(x) - log_q  # (*batch, K)
     draws = torch.tensor(list(itertools.product(range(model.num_categories), repeat=k)), device=log_w.device)

@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from numbers import Real
 
 import numpy as np
 import torch
 from scipy import integrate, optimize, stats
 
-from gstutorial.checks import value_checks_enabled
+from gstutorial.checks import (
+    check_choice,
+    check_float_tensor,
+    check_int,
+    check_real,
+    check_tensor,
+    value_checks_enabled,
+)
 from gstutorial.primitives import softmax_last
 
 __all__ = [
@@ -33,10 +41,7 @@ __all__ = [
 
 def check_probabilities(p: torch.Tensor, name: str = "p", atol: float = 1e-6) -> torch.Tensor:
     """Validate a tensor of probability vectors (last axis): finite, non-negative, summing to one."""
-    if not isinstance(p, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(p).__name__}")
-    if p.ndim == 0 or p.shape[-1] == 0:
-        raise ValueError(f"{name} needs a non-empty category axis (last axis), got shape {tuple(p.shape)}")
+    check_tensor(p, name, floating=False, category_axis=True)
     if not torch.isfinite(p).all():
         raise ValueError(f"{name} has non-finite entries; probabilities must be finite")
     if (p < 0).any():
@@ -90,12 +95,7 @@ def kl_categorical_uniform(logits: torch.Tensor) -> torch.Tensor:
     This is the analytic KL term of the categorical VAE (chapter 7); it is computed from
     log-probabilities, so large logits do not overflow.
     """
-    if not isinstance(logits, torch.Tensor):
-        raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
-    if not logits.is_floating_point():
-        raise TypeError(f"logits must be a floating-point tensor, got {logits.dtype}; convert it, e.g. logits.float()")
-    if logits.ndim == 0 or logits.shape[-1] == 0:
-        raise ValueError(f"logits need a non-empty category axis (last axis), got shape {tuple(logits.shape)}")
+    check_tensor(logits, "logits", category_axis=True)
     log_q = softmax_last(logits, log=True)
     q = log_q.exp()
     # a masked category adds 0 · log 0 = 0; the log is replaced (not the product) so that the
@@ -119,48 +119,52 @@ def _broadcast_shape(*named: tuple[str, torch.Tensor]) -> torch.Size:
                          "shape (or size 1 along an axis they share)") from None
 
 
-def _check_finite(t: torch.Tensor, name: str) -> None:
-    if value_checks_enabled() and not torch.isfinite(t).all():
-        raise ValueError(f"{name} has NaN or infinite entries; {name} must be finite")
+def _number_or_tensor(value: object, name: str) -> torch.Tensor:
+    """A finite Python or NumPy number as a 0-d tensor of the default dtype, or a floating-point tensor
+    as given (see :func:`~gstutorial.checks.check_float_tensor`)."""
+    return torch.tensor(check_real(value, name)) if isinstance(value, Real) else check_float_tensor(value, name)
 
 
-def _check_scale(scale: torch.Tensor, name: str) -> None:
-    if not torch.isfinite(scale).all() or (scale <= 0).any():
-        raise ValueError(f"{name} must be finite and > 0 (a standard deviation), got min {scale.min().item():.3g}")
-
-
-def kl_normal(mu_q: torch.Tensor, sigma_q: torch.Tensor, mu_p: torch.Tensor, sigma_p: torch.Tensor,
-              ) -> torch.Tensor:
+def kl_normal(mu_q: torch.Tensor | float, sigma_q: torch.Tensor | float, mu_p: torch.Tensor | float,
+              sigma_p: torch.Tensor | float) -> torch.Tensor:
     r"""KL(N(μ_q, σ_q²) ‖ N(μ_p, σ_p²)) for diagonal Gaussians, summed over the last axis.
 
-    Per dimension: log(σ_p/σ_q) + (σ_q² + (μ_q − μ_p)²) / (2σ_p²) − ½. The four arguments must
-    broadcast against each other; the means must be finite and the standard deviations finite and > 0
-    (``ValueError`` otherwise, naming the argument).
+    Per dimension: log(σ_p/σ_q) + (σ_q² + (μ_q − μ_p)²) / (2σ_p²) − ½. The arguments are floating-point
+    tensors or numbers that broadcast against each other; the means must be finite and the standard
+    deviations finite and > 0 (``ValueError`` otherwise, naming the argument). Where σ_q/σ_p under- or
+    overflows, its log is taken as log σ_q − log σ_p, so the result is finite wherever the true KL is
+    and ``inf`` (never NaN) where the true KL overflows the dtype.
     """
-    named = [(name, torch.as_tensor(t)) for name, t in
+    named = [(name, _number_or_tensor(t, name)) for name, t in
              (("mu_q", mu_q), ("sigma_q", sigma_q), ("mu_p", mu_p), ("sigma_p", sigma_p))]
     _broadcast_shape(*named)
-    mu_q, sigma_q, mu_p, sigma_p = torch.broadcast_tensors(*(t for _, t in named))
-    _check_finite(mu_q, "mu_q")
-    _check_finite(mu_p, "mu_p")
-    _check_scale(sigma_q, "sigma_q")
-    _check_scale(sigma_p, "sigma_p")
-    var_ratio = (sigma_q / sigma_p) ** 2
-    per_dim = 0.5 * (var_ratio + ((mu_q - mu_p) / sigma_p) ** 2 - 1.0 - torch.log(var_ratio))
-    return per_dim.sum(-1)
+    mu_q, sigma_q, mu_p, sigma_p = (t for _, t in named)
+    for name, sigma in (("sigma_q", sigma_q), ("sigma_p", sigma_p)):
+        if not (torch.isfinite(sigma) & (sigma > 0)).all():
+            raise ValueError(f"{name} must be finite and > 0 (a standard deviation), got min {sigma.min().item():.3g}")
+    ratio = sigma_q / sigma_p  # correctly rounded; 0 or inf only where σ_q/σ_p under- or overflows
+    finfo = torch.finfo(ratio.dtype)
+    normal = (ratio >= finfo.tiny) & (ratio <= finfo.max)
+    # log(σ_q/σ_p) from the ratio where it is a normal number (accurate), else as log σ_q − log σ_p (finite)
+    log_ratio = torch.where(normal, torch.log(torch.where(normal, ratio, 1.0)),
+                            torch.log(sigma_q) - torch.log(sigma_p))
+    # ½(σ_q²/σ_p² − 1) as (r − 1)·½(r + 1): no cancellation near r = 1, −½ where r underflows, and
+    # +inf only where the true value overflows (r² alone overflows a factor 2 earlier)
+    half_ratio_term = (ratio - 1.0) * (0.5 * (ratio + 1.0))
+    z = (mu_q - mu_p) / sigma_p
+    return (half_ratio_term - log_ratio + z * (0.5 * z)).sum(-1)  # z·(½z) = ½z², rounded once
 
 
-def kl_normal_std(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+def kl_normal_std(mu: torch.Tensor | float, logvar: torch.Tensor | float) -> torch.Tensor:
     r"""The VAE special case KL(N(μ, σ²) ‖ N(0, 1)) = −½ Σ (1 + log σ² − μ² − σ²), over the last axis.
 
-    ``mu`` and ``logvar`` (tensors or numbers) must broadcast against each other and be finite
-    (``ValueError`` otherwise).
+    ``mu`` and ``logvar`` (floating-point tensors or numbers) must broadcast against each other and be
+    finite (``ValueError`` otherwise). The variance enters as ``exp(logvar)``, so the result is finite
+    for any finite input whose terms do not overflow, and ``inf`` (never NaN) when ``exp(logvar)`` or
+    ``mu²`` does.
     """
-    mu, logvar = torch.as_tensor(mu), torch.as_tensor(logvar)
+    mu, logvar = _number_or_tensor(mu, "mu"), _number_or_tensor(logvar, "logvar")
     _broadcast_shape(("mu", mu), ("logvar", logvar))
-    mu, logvar = torch.broadcast_tensors(mu, logvar)
-    _check_finite(mu, "mu")
-    _check_finite(logvar, "logvar")
     return -0.5 * (1.0 + logvar - mu.pow(2) - logvar.exp()).sum(-1)
 
 
@@ -173,8 +177,8 @@ def kl_monte_carlo(p: torch.distributions.Distribution, q: torch.distributions.D
     p, q : ``torch.distributions`` objects with batch shape ``()`` (one distribution each; a
         multivariate event shape is fine). For independent entries, whose KLs add up, wrap a batched
         distribution with ``torch.distributions.Independent``; a batch shape raises ``ValueError``.
-    num_samples : number of draws from ``p`` (>= 2).
-    generator_seed : if given, the draws come from PyTorch's *global* RNG seeded with
+    num_samples : number of draws from ``p``, an int >= 2 (Python or NumPy).
+    generator_seed : if given (an int), the draws come from PyTorch's *global* RNG seeded with
         ``torch.manual_seed(generator_seed)``, so they are reproducible; the global RNG state (CPU,
         and CUDA once initialised) is put back afterwards, so the call does not disturb later draws.
         If ``None``, the global RNG is used and advanced as usual.
@@ -183,8 +187,9 @@ def kl_monte_carlo(p: torch.distributions.Distribution, q: torch.distributions.D
     -------
     ``(estimate, standard_error)`` as Python floats, computed in float64.
     """
-    if num_samples < 2:
-        raise ValueError(f"num_samples must be >= 2 to give a standard error, got {num_samples}")
+    num_samples = check_int(num_samples, "num_samples", minimum=2)  # two draws give a standard error
+    if generator_seed is not None:
+        generator_seed = check_int(generator_seed, "generator_seed")
     for name, dist in (("p", p), ("q", q)):
         if not isinstance(dist, torch.distributions.Distribution):
             raise TypeError(f"{name} must be a torch.distributions.Distribution, got {type(dist).__name__}")
@@ -232,10 +237,9 @@ def fit_gaussian(log_p: Callable[[np.ndarray], np.ndarray], direction: str,
     rule on ``grid`` (default: 12,001 points on [-15, 15]), which is very accurate for smooth,
     fast-decaying integrands like these.
     """
-    if direction not in ("forward", "reverse"):
-        raise ValueError(f"direction must be 'forward' or 'reverse', got {direction!r}")
-    if init[1] <= 0:
-        raise ValueError(f"the initial standard deviation must be > 0, got {init[1]}")
+    check_choice(direction, "direction", ("forward", "reverse"))
+    init_mean = check_real(init[0], "init[0] (the initial mean)")
+    init_sd = check_real(init[1], "init[1] (the initial standard deviation)", positive=True)
     x = np.linspace(-15.0, 15.0, 12_001) if grid is None else np.asarray(grid, dtype=float)
     log_p_x = np.asarray(log_p(x), dtype=float)
 
@@ -250,6 +254,6 @@ def fit_gaussian(log_p: Callable[[np.ndarray], np.ndarray], direction: str,
             return kl_on_grid(log_p_x, log_q_x)
         return kl_on_grid(log_q_x, log_p_x)
 
-    result = optimize.minimize(objective, x0=np.array([init[0], math.log(init[1])]), method="Nelder-Mead",
+    result = optimize.minimize(objective, x0=np.array([init_mean, math.log(init_sd)]), method="Nelder-Mead",
                                options={"xatol": 1e-10, "fatol": 1e-14, "maxiter": 4000})
     return float(result.x[0]), float(math.exp(result.x[1]))

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from numbers import Real
 
 import torch
 from torch.distributions import Normal
 
 from gstutorial import kl
-from gstutorial.checks import check_float_tensor
+from gstutorial.checks import check_choice, check_float_tensor, check_int, check_real
 
 __all__ = [
     "Objective",
@@ -86,10 +87,8 @@ OBJECTIVES: dict[str, Objective] = {
 
 
 def get_objective(name: str) -> Objective:
-    """Look up a test function in :data:`OBJECTIVES` by name."""
-    if name not in OBJECTIVES:
-        raise ValueError(f"unknown objective {name!r}; choose one of {sorted(OBJECTIVES)}")
-    return OBJECTIVES[name]
+    """Look up a test function in :data:`OBJECTIVES` by name (``ValueError`` naming the choices otherwise)."""
+    return OBJECTIVES[check_choice(name, "name", tuple(sorted(OBJECTIVES)))]
 
 
 def _standard_normal(shape: torch.Size | tuple[int, ...], like: torch.Tensor,
@@ -155,7 +154,7 @@ def gaussian_elbo_estimate(log_likelihood: Function, mu: torch.Tensor, logvar: t
     logvar = check_float_tensor(logvar, "logvar")
     if mu.ndim != 1 or mu.shape != logvar.shape:
         raise ValueError(f"mu and logvar must both have shape (L,), got {tuple(mu.shape)} and {tuple(logvar.shape)}")
-    _check_num_samples(num_samples)
+    num_samples = check_int(num_samples, "num_samples", minimum=1)
     z = reparameterize(mu.expand(num_samples, -1), logvar, generator)
     reconstruction = log_likelihood(z)
     if reconstruction.shape != (num_samples,):
@@ -164,25 +163,23 @@ def gaussian_elbo_estimate(log_likelihood: Function, mu: torch.Tensor, logvar: t
     return reconstruction.mean() - kl.kl_normal_std(mu, logvar)
 
 
+def _scalar(value: object, name: str, like: torch.Tensor | None = None) -> torch.Tensor:
+    """A finite Python or NumPy number as a 0-d tensor (``like``'s dtype and device, by default the
+    default dtype), or a floating-point tensor as given."""
+    if not isinstance(value, Real):
+        return check_float_tensor(value, name)
+    return torch.tensor(check_real(value, name)) if like is None else like.new_tensor(check_real(value, name))
+
+
 def _check_gaussian_params(mu: object, sigma: object) -> tuple[torch.Tensor, torch.Tensor]:
-    mu = torch.as_tensor(mu, dtype=torch.get_default_dtype()) if isinstance(mu, float | int) else mu
-    mu = check_float_tensor(mu, "mu")
-    sigma = torch.as_tensor(sigma, dtype=mu.dtype, device=mu.device) if isinstance(sigma, float | int) else sigma
-    sigma = check_float_tensor(sigma, "sigma")
+    mu = _scalar(mu, "mu")
+    sigma = _scalar(sigma, "sigma", like=mu)
     if mu.ndim != 0 or sigma.ndim != 0:
-        raise ValueError(f"mu and sigma must be scalars (0-d tensors or floats), got shapes "
+        raise ValueError(f"mu and sigma must be scalars (0-d tensors or numbers), got shapes "
                          f"{tuple(mu.shape)} and {tuple(sigma.shape)}")
     if sigma <= 0:
         raise ValueError(f"sigma is a standard deviation and must be > 0, got {sigma.item():.3g}")
     return mu.detach(), sigma.detach()
-
-
-def _check_num_samples(num_samples: object) -> int:
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int):
-        raise TypeError(f"num_samples must be an int, got {type(num_samples).__name__}")
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-    return num_samples
 
 
 def normal_score(z: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -211,7 +208,7 @@ def _per_sample_setup(mu, sigma, num_samples: int, generator: torch.Generator | 
     """Validate, draw ε, and make one copy of (μ, σ) per sample so that one backward pass gives
     per-sample gradients. Returns ``(mu, sigma, mus, sigmas, eps)``."""
     mu, sigma = _check_gaussian_params(mu, sigma)
-    _check_num_samples(num_samples)
+    num_samples = check_int(num_samples, "num_samples", minimum=1)
     eps = _standard_normal((num_samples,), mu, generator)
     mus = mu.expand(num_samples).clone().requires_grad_(True)
     sigmas = sigma.expand(num_samples).clone().requires_grad_(True)
@@ -231,8 +228,8 @@ def score_function_gradient(f: Function, mu: torch.Tensor | float, sigma: torch.
     Parameters
     ----------
     f : callable, elementwise Tensor -> Tensor
-    mu, sigma : scalars (0-d tensors or floats), sigma > 0
-    num_samples : int
+    mu, sigma : scalars (0-d floating-point tensors or real numbers), sigma > 0
+    num_samples : int (Python or NumPy), >= 1
     generator : torch.Generator, optional
     baseline : float
 
@@ -300,11 +297,10 @@ def bernoulli_score_function_gradient(f: Function, p: torch.Tensor | float, num_
     -------
     Tensor, shape (num_samples,)
     """
-    p = torch.as_tensor(p, dtype=torch.get_default_dtype()) if isinstance(p, float | int) else p
-    p = check_float_tensor(p, "p")
+    p = _scalar(p, "p")
     if p.ndim != 0 or not 0 < p.item() < 1:
         raise ValueError(f"p must be one probability strictly between 0 and 1, got {p.tolist()}")
-    _check_num_samples(num_samples)
+    num_samples = check_int(num_samples, "num_samples", minimum=1)
     device = generator.device if generator is not None else p.device
     u = torch.rand(num_samples, generator=generator, dtype=p.dtype, device=device).to(p.device)
     z = threshold_bernoulli(p.detach(), u)

@@ -165,7 +165,7 @@ def test_monte_carlo_elbo_works_for_a_non_gaussian_q():
     estimate, se = elbo.elbo_monte_carlo(model, x, q, 200_000)
     evidence = model.log_evidence(x).item()
     assert estimate.item() < evidence - 10 * se.item()  # a Laplace q is never the posterior: a strict gap
-    with pytest.raises(TypeError, match="Gaussian q"):
+    with pytest.raises(TypeError, match="^q must be Gaussian.*elbo_monte_carlo"):
         elbo.elbo(model, x, q)
 
 
@@ -273,6 +273,9 @@ def test_iwae_linear_gaussian_tightens_towards_the_evidence():
     assert evidence - means[2] < 0.01
 
 
+# ---------------------------------------------------------------- batches of observations
+
+
 def test_batched_bounds():
     model = mixture()
     x = torch.randn(4, 2, generator=torch.Generator().manual_seed(9))
@@ -289,7 +292,7 @@ def test_batched_bounds():
 @pytest.mark.parametrize("build", [mixture, pca], ids=["discrete", "linear-gaussian"])
 def test_one_q_for_a_batch_of_observations_is_expanded_not_paired(build):
     """q with batch shape () and x with batch B: every result has shape B, and each observation gets
-    its own samples. Before, B samples were paired with B observations and averaged into one number."""
+    its own samples (not sample i paired with observation i and averaged into one number)."""
     model = build()
     x = torch.randn(5, model.dim, generator=torch.Generator().manual_seed(3))
     if isinstance(model, elbo.DiscreteLatentModel):
@@ -302,14 +305,14 @@ def test_one_q_for_a_batch_of_observations_is_expanded_not_paired(build):
         assert torch.equal(function(model, x, one_q), function(model, x, per_x))
     assert [t.shape for t in elbo.elbo_terms(model, x, one_q)] == [(5,), (5,)]
     torch.manual_seed(4)
-    mean, se = elbo.elbo_monte_carlo(model, x, one_q, 5)  # num_samples == B: the case that was wrong
+    mean, se = elbo.elbo_monte_carlo(model, x, one_q, 5)  # num_samples == B: still one estimate per x
     assert mean.shape == se.shape == (5,)
     torch.manual_seed(4)
     mean, se = elbo.elbo_monte_carlo(model, x, one_q, 20_000)
     z = (mean - elbo.elbo(model, x, per_x)) / se
     assert z.abs().max() < 4, z
     assert elbo.iwae_bound(model, x, one_q, 3, num_repeats=2).shape == (2, 5)
-    with pytest.raises(ValueError, match=r"x has batch shape \(5,\) and q has batch shape \(4,\), which do not broadcast"):
+    with pytest.raises(ValueError, match=r"^x has batch shape \(5,\) and q has batch shape \(4,\)"):
         elbo.elbo(model, x, _batch_of_4(model))
 
 
@@ -322,71 +325,121 @@ def _batch_of_4(model):
 # ---------------------------------------------------------------- bad input
 
 
+def test_models_accept_numbers_and_tensors_where_stated():
+    weight, bias = torch.ones(3, 2), torch.zeros(3)
+    reference = elbo.LinearGaussianModel(weight, bias, 0.5).noise_scale
+    assert reference.dtype == weight.dtype and reference.item() == 0.5
+    for noise_scale in (np.float32(0.5), np.float64(0.5), torch.tensor(0.5, dtype=torch.float32)):
+        assert torch.equal(elbo.LinearGaussianModel(weight, bias, noise_scale).noise_scale, reference)
+    assert elbo.LinearGaussianModel(weight, bias, np.int64(2)).noise_scale.item() == 2.0
+
+
 @pytest.mark.parametrize(
-    ("build", "error", "match"),
+    ("build", "error", "name"),
     [
-        (lambda: elbo.DiscreteLatentModel(torch.tensor([0.5, 0.6]), torch.zeros(2, 1), torch.tensor(1.0)), ValueError, "sum to 1"),
-        (lambda: elbo.DiscreteLatentModel(torch.full((2, 2), 0.5), torch.zeros(2, 1), torch.tensor(1.0)), ValueError, "shape \\(K,\\)"),
-        (lambda: elbo.DiscreteLatentModel(torch.tensor([0.5, 0.5]), torch.zeros(3, 1), torch.tensor(1.0)), ValueError, "means must have shape"),
-        (lambda: elbo.DiscreteLatentModel(torch.tensor([0.5, 0.5]), torch.zeros(2, 2), torch.ones(3)), ValueError, "broadcast"),
-        (lambda: elbo.DiscreteLatentModel(torch.tensor([0.5, 0.5]), torch.zeros(2, 1), torch.tensor(0.0)), ValueError, "> 0"),
-        (lambda: elbo.DiscreteLatentModel(torch.tensor([0.5, 0.5]), [[0.0], [1.0]], torch.tensor(1.0)), TypeError, "torch.Tensor"),
-        (lambda: elbo.DiscreteLatentModel(torch.tensor([0.5, 0.5]), torch.zeros(2, 1, dtype=torch.long), torch.tensor(1.0)), TypeError, "floating"),
-        (lambda: elbo.DiscreteLatentModel(torch.tensor([0.5, 0.5]), torch.tensor([[math.nan], [0.0]]), torch.tensor(1.0)), ValueError, "finite"),
-        (lambda: elbo.LinearGaussianModel(torch.ones(3), torch.zeros(3), 1.0), ValueError, "\\(D, L\\) matrix"),
-        (lambda: elbo.LinearGaussianModel(torch.ones(3, 2), torch.zeros(2), 1.0), ValueError, "bias must have shape"),
+        (lambda: elbo.DiscreteLatentModel(torch.tensor([0.5, 0.6]), torch.zeros(2, 1), torch.tensor(1.0)), ValueError, "prior"),
+        (lambda: elbo.DiscreteLatentModel(torch.full((2, 2), 0.5), torch.zeros(2, 1), torch.tensor(1.0)), ValueError, "prior"),
+        (lambda: elbo.DiscreteLatentModel([0.5, 0.5], torch.zeros(2, 1), torch.tensor(1.0)), TypeError, "prior"),
+        (lambda: elbo.DiscreteLatentModel(torch.tensor([0.5, 0.5]), torch.zeros(3, 1), torch.tensor(1.0)), ValueError, "means"),
+        (lambda: elbo.DiscreteLatentModel(torch.tensor([0.5, 0.5]), [[0.0], [1.0]], torch.tensor(1.0)), TypeError, "means"),
+        (lambda: elbo.DiscreteLatentModel(torch.tensor([0.5, 0.5]), torch.zeros(2, 1, dtype=torch.long), torch.tensor(1.0)), TypeError, "means"),
+        (lambda: elbo.DiscreteLatentModel(torch.tensor([0.5, 0.5]), torch.tensor([[math.nan], [0.0]]), torch.tensor(1.0)), ValueError, "means"),
+        (lambda: elbo.DiscreteLatentModel(torch.tensor([0.5, 0.5]), torch.zeros(2, 2), torch.ones(3)), ValueError, "scales"),
+        (lambda: elbo.DiscreteLatentModel(torch.tensor([0.5, 0.5]), torch.zeros(2, 1), torch.tensor(0.0)), ValueError, "scales"),
+        (lambda: elbo.DiscreteLatentModel(torch.tensor([0.5, 0.5]), torch.zeros(2, 1), 1.0), TypeError, "scales"),
+        (lambda: elbo.LinearGaussianModel(torch.ones(3), torch.zeros(3), 1.0), ValueError, "weight"),
+        (lambda: elbo.LinearGaussianModel([[1.0]], torch.zeros(1), 1.0), TypeError, "weight"),
+        (lambda: elbo.LinearGaussianModel(torch.ones(3, 2), torch.zeros(2), 1.0), ValueError, "bias"),
         (lambda: elbo.LinearGaussianModel(torch.ones(3, 2), torch.zeros(3), -1.0), ValueError, "noise_scale"),
+        (lambda: elbo.LinearGaussianModel(torch.ones(3, 2), torch.zeros(3), 0), ValueError, "noise_scale"),
         (lambda: elbo.LinearGaussianModel(torch.ones(3, 2), torch.zeros(3), math.inf), ValueError, "noise_scale"),
         (lambda: elbo.LinearGaussianModel(torch.ones(3, 2), torch.zeros(3), torch.ones(3)), ValueError, "noise_scale"),
+        (lambda: elbo.LinearGaussianModel(torch.ones(3, 2), torch.zeros(3), torch.tensor(math.nan)), ValueError, "noise_scale"),
+        (lambda: elbo.LinearGaussianModel(torch.ones(3, 2), torch.zeros(3), True), TypeError, "noise_scale"),
+        (lambda: elbo.LinearGaussianModel(torch.ones(3, 2), torch.zeros(3), "0.5"), TypeError, "noise_scale"),
+        (lambda: elbo.LinearGaussianModel(torch.ones(3, 2), torch.zeros(3), [0.5]), TypeError, "noise_scale"),
     ],
 )
-def test_bad_models(build, error, match):
-    with pytest.raises(error, match=match):
+def test_bad_models(build, error, name):
+    with pytest.raises(error, match=rf"^{name}\b"):
         build()
 
 
-def test_bad_observations_and_q():
+def test_bad_observations_latents_and_q():
     model, lg = mixture(), pca()
-    with pytest.raises(ValueError, match="x must have shape"):
+    with pytest.raises(ValueError, match=r"^x must have shape \(\*batch, 2\)"):
         model.log_evidence(torch.zeros(3))
-    with pytest.raises(ValueError, match="x must have shape"):
+    with pytest.raises(ValueError, match="^x must have shape"):
         lg.posterior(torch.zeros(2))
-    with pytest.raises(ValueError, match="finite"):
+    with pytest.raises(ValueError, match="^x has NaN or infinite entries"):
         lg.log_evidence(torch.tensor([0.0, math.inf, 0.0]))
-    with pytest.raises(ValueError, match="sum to 1"):
+    with pytest.raises(TypeError, match="^x must be a torch.Tensor"):
+        lg.log_evidence([0.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match="^q must sum to 1"):
         elbo.elbo(model, torch.zeros(2), torch.tensor([0.2, 0.2, 0.2]))
-    with pytest.raises(ValueError, match="K = 3"):
+    with pytest.raises(ValueError, match="^q has 2 categories but the model has K = 3"):
         elbo.elbo(model, torch.zeros(2), torch.tensor([0.5, 0.5]))
-    with pytest.raises(TypeError, match="Categorical"):
+    with pytest.raises(TypeError, match="^q must be a torch.distributions.Categorical"):
         elbo.kl_to_posterior(model, torch.zeros(2), Normal(0.0, 1.0))
-    with pytest.raises(TypeError, match="Distribution"):
+    with pytest.raises(TypeError, match="^q must be a torch.distributions.Distribution"):
         elbo.elbo(lg, torch.zeros(3), torch.zeros(2))
-    with pytest.raises(ValueError, match="event shape"):
+    with pytest.raises(ValueError, match=r"^q must be a distribution over z in R\^2 .*Independent"):
         elbo.elbo(lg, torch.zeros(3), Normal(torch.zeros(2), torch.ones(2)))
-    with pytest.raises(TypeError, match="model must be"):
+    with pytest.raises(TypeError, match="^model must be a DiscreteLatentModel or a LinearGaussianModel"):
         elbo.elbo("model", torch.zeros(2), torch.tensor([0.5, 0.5]))
-    with pytest.raises(TypeError, match="integer state"):
+    with pytest.raises(TypeError, match="^model must be a DiscreteLatentModel.*use iwae_bound"):
+        elbo.iwae_bound_exact(lg, torch.zeros(3), Independent(Normal(torch.zeros(2), torch.ones(2)), 1), 2)
+    # latent values: integer states for the discrete model, vectors in R^L for the linear-Gaussian one
+    with pytest.raises(TypeError, match="^z must be a tensor of integer state indices"):
         model.log_joint(torch.zeros(2), torch.tensor([0.0]))
-    with pytest.raises(ValueError, match="latent dimension"):
+    with pytest.raises(TypeError, match="^z must be a torch.Tensor"):
+        model.log_joint(torch.zeros(2), [0])
+    with pytest.raises(ValueError, match=r"^z must be a tensor of shape \(\.\.\., 2\)"):
         lg.log_joint(torch.zeros(3), torch.zeros(5, 3))
+    with pytest.raises(TypeError, match="^z must be a torch.Tensor"):
+        lg.log_joint(torch.zeros(3), [0.0, 0.0])
 
 
-def test_bad_sample_counts():
-    model, x, q = mixture(), torch.zeros(2), torch.tensor([0.3, 0.3, 0.4])
-    with pytest.raises(ValueError, match="num_samples must be >= 2"):
-        elbo.elbo_monte_carlo(model, x, q, 1)
-    with pytest.raises(ValueError, match="k must be >= 1"):
-        elbo.iwae_bound(model, x, q, 0)
-    with pytest.raises(TypeError, match="k must be an int"):
-        elbo.iwae_bound(model, x, q, 2.0)
-    with pytest.raises(ValueError, match="num_repeats"):
-        elbo.iwae_bound(model, x, q, 2, num_repeats=0)
-    with pytest.raises(ValueError, match="max_terms"):
+def _model_x_q():
+    return mixture(), torch.tensor([0.4, 0.2]), torch.tensor([0.3, 0.3, 0.4])
+
+
+def _seeded(call):
+    def run(count):
+        torch.manual_seed(0)
+        return call(count)
+    return run
+
+
+# (argument, its minimum, a valid value, a call that takes it): every count in the module
+COUNTS = [
+    ("num_samples", 1, 3, lambda n: mixture().sample(n, generator=torch.Generator().manual_seed(0))),
+    ("num_samples", 1, 3, lambda n: pca().sample(n, generator=torch.Generator().manual_seed(0))),
+    ("num_samples", 1, 3, _seeded(lambda n: elbo.log_importance_weights(*_model_x_q(), n))),
+    ("num_samples", 2, 3, _seeded(lambda n: elbo.elbo_monte_carlo(*_model_x_q(), n))),
+    ("k", 1, 3, _seeded(lambda k: elbo.iwae_bound(*_model_x_q(), k, num_repeats=2))),
+    ("num_repeats", 1, 3, _seeded(lambda n: elbo.iwae_bound(*_model_x_q(), 2, num_repeats=n))),
+    ("k", 1, 3, lambda k: elbo.iwae_bound_exact(*_model_x_q(), k)),
+    ("max_terms", 1, 100, lambda n: elbo.iwae_bound_exact(*_model_x_q(), 2, max_terms=n)),
+]
+
+
+@pytest.mark.parametrize(("name", "minimum", "good", "call"), COUNTS,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(COUNTS)])
+def test_counts_are_python_or_numpy_ints(name, minimum, good, call):
+    torch.testing.assert_close(call(np.int64(good)), call(good), rtol=0, atol=0)
+    for bad in (float(good), np.float64(good), True, str(good), None):
+        with pytest.raises(TypeError, match=rf"^{name} must be an int"):
+            call(bad)
+    with pytest.raises(ValueError, match=rf"^{name} must be >= {minimum}"):
+        call(minimum - 1)
+
+
+def test_exact_iwae_refuses_too_many_draws_naming_k():
+    model, x, q = _model_x_q()
+    with pytest.raises(ValueError, match="^k = 20 gives K\\^k = 3\\^20 = 3486784401 draws, more than max_terms"):
         elbo.iwae_bound_exact(model, x, q, 20)
-    with pytest.raises(TypeError, match="use iwae_bound"):
-        elbo.iwae_bound_exact(pca(), torch.zeros(3), Independent(Normal(torch.zeros(2), torch.ones(2)), 1), 2)
-    with pytest.raises(ValueError, match="num_samples"):
-        model.sample(0)
+    assert torch.isfinite(elbo.iwae_bound_exact(model, x, q, 9, max_terms=3**9))  # at the limit it runs
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import integrate, stats
-from torch.distributions import Normal
+from torch.distributions import Independent, Normal
 
-from gstutorial import reparam
+from gstutorial import elbo, reparam
 
 # float64 for the exact comparisons, set and restored around this module (never at import time)
 pytestmark = pytest.mark.usefixtures("float64_default")
@@ -47,12 +48,6 @@ def test_objective_gradient_is_the_derivative_of_its_expectation(name):
     closed = objective.gradient(mu.detach(), sigma.detach())
     for a, b in zip(grads, closed, strict=True):
         assert a.item() == pytest.approx(b.item(), abs=1e-14)
-
-
-def test_square_known_values():
-    objective = reparam.get_objective("square")
-    assert objective.expectation(torch.tensor(1.5), torch.tensor(2.0)).item() == 1.5**2 + 4.0
-    assert [g.item() for g in objective.gradient(torch.tensor(1.5), torch.tensor(2.0))] == [3.0, 4.0]
 
 
 # ---------------------------------------------------------------- the estimators, sample by sample
@@ -186,6 +181,27 @@ def test_reparameterize_distribution_and_broadcasting():
     assert torch.equal(first, reparam.reparameterize(mu, logvar))
 
 
+# ---------------------------------------------------------------- the VAE objective of one observation
+
+
+def test_gaussian_elbo_estimate_is_unbiased_for_the_value_and_the_gradient():
+    model = elbo.LinearGaussianModel(torch.tensor([[1.5], [-0.8]]), torch.tensor([0.2, 0.1]), 0.6)
+    x = torch.tensor([1.0, -0.5])
+    mu = torch.tensor([0.3], requires_grad=True)
+    logvar = torch.tensor([-1.0], requires_grad=True)
+    exact = elbo.elbo(model, x, Independent(Normal(mu, torch.exp(0.5 * logvar)), 1))
+    exact_grads = torch.autograd.grad(exact, (mu, logvar))
+
+    def log_likelihood(z):
+        return model.likelihood(z).log_prob(x)
+
+    estimate = reparam.gaussian_elbo_estimate(log_likelihood, mu, logvar, 200_000, generator(17))
+    grads = torch.autograd.grad(estimate, (mu, logvar))
+    assert estimate.item() == pytest.approx(exact.item(), abs=0.01)
+    for a, b in zip(grads, exact_grads, strict=True):
+        assert a.item() == pytest.approx(b.item(), abs=0.02)
+
+
 # ---------------------------------------------------------------- discrete latents
 
 
@@ -212,42 +228,108 @@ def test_bernoulli_score_function_is_unbiased():
 # ---------------------------------------------------------------- bad input
 
 
-def test_bad_inputs():
-    with pytest.raises(ValueError, match="unknown objective"):
+def test_get_objective_names_the_choices():
+    with pytest.raises(ValueError, match=r"^name must be one of \('exp', 'sin', 'square'\), got 'cube'"):
         reparam.get_objective("cube")
-    with pytest.raises(TypeError, match="torch.Tensor"):
+
+
+def test_reparameterize_arguments():
+    with pytest.raises(TypeError, match="^mu must be a torch.Tensor"):
         reparam.reparameterize([0.0], torch.zeros(1))
-    with pytest.raises(TypeError, match="floating"):
+    with pytest.raises(TypeError, match="^mu must be a floating-point tensor"):
         reparam.reparameterize(torch.zeros(2, dtype=torch.long), torch.zeros(2))
-    with pytest.raises(ValueError, match="finite"):
+    with pytest.raises(ValueError, match="^logvar has NaN or infinite entries"):
         reparam.reparameterize(torch.zeros(2), torch.tensor([0.0, math.nan]))
-    with pytest.raises(ValueError, match="broadcastable"):
+    with pytest.raises(ValueError, match=r"^mu \(2,\) and logvar \(3,\) must have broadcastable shapes"):
         reparam.reparameterize(torch.zeros(2), torch.zeros(3))
-    with pytest.raises(ValueError, match="sigma .* must be > 0"):
-        reparam.pathwise_gradient(torch.square, 0.0, 0.0, 10)
-    with pytest.raises(ValueError, match="sigma .* must be > 0"):
-        reparam.score_function_gradient(torch.square, 0.0, -1.0, 10)
-    with pytest.raises(ValueError, match="scalars"):
-        reparam.score_function_gradient(torch.square, torch.zeros(2), 1.0, 10)
-    with pytest.raises(ValueError, match="num_samples must be >= 1"):
-        reparam.pathwise_gradient(torch.square, 0.0, 1.0, 0)
-    with pytest.raises(TypeError, match="num_samples must be an int"):
-        reparam.score_function_gradient(torch.square, 0.0, 1.0, 10.0)
-    with pytest.raises(ValueError, match="no path"):
+
+
+ESTIMATORS = [reparam.score_function_gradient, reparam.pathwise_gradient]
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+def test_gaussian_parameters_are_scalars_numbers_or_0d_tensors(estimator):
+    reference = estimator(torch.sin, 0.3, 1.2, 20, generator(20))
+    for mu, sigma in ((np.float64(0.3), np.float32(1.2)), (torch.tensor(0.3), 1.2)):
+        torch.testing.assert_close(estimator(torch.sin, mu, sigma, 20, generator(20)), reference)
+    # a number takes the dtype of a tensor beside it
+    assert estimator(torch.sin, torch.tensor(0.3, dtype=torch.float32), 1.2, 20, generator(20)).dtype == torch.float32
+    for sigma in (0.0, -1.0, torch.tensor(0.0)):
+        with pytest.raises(ValueError, match="^sigma is a standard deviation and must be > 0"):
+            estimator(torch.square, 0.0, sigma, 10)
+    with pytest.raises(ValueError, match="^mu and sigma must be scalars"):
+        estimator(torch.square, torch.zeros(2), 1.0, 10)
+    with pytest.raises(ValueError, match="^mu must be finite"):
+        estimator(torch.square, math.nan, 1.0, 10)
+    for bad in (True, "0", [0.0]):
+        with pytest.raises(TypeError, match="^mu must be a"):
+            estimator(torch.square, bad, 1.0, 10)
+        with pytest.raises(TypeError, match="^sigma must be a"):
+            estimator(torch.square, 0.0, bad, 10)
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+def test_f_must_be_elementwise(estimator):
+    # a mean inside f would scale every pathwise estimate by 1/n and weight every score-function sample
+    # by the batch mean, silently: f(z) must have z's shape
+    with pytest.raises(ValueError, match=r"^f must be elementwise: f\(z\) for z of shape \(10,\).*got \(\)"):
+        estimator(lambda z: z.pow(2).mean(), 0.0, 1.0, 10)
+
+
+def test_pathwise_needs_a_differentiable_f():
+    with pytest.raises(ValueError, match="^f\\(z\\) does not depend on z"):
         reparam.pathwise_gradient(lambda z: torch.ones_like(z), 0.0, 1.0, 10)
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+
+
+def test_bernoulli_arguments():
+    with pytest.raises(ValueError, match=r"^p holds probabilities and must lie in \[0, 1\]"):
         reparam.threshold_bernoulli(torch.tensor(1.2), torch.tensor(0.5))
-    with pytest.raises(ValueError, match="strictly between"):
-        reparam.bernoulli_score_function_gradient(torch.square, 1.0, 10)
-    with pytest.raises(ValueError, match="strictly between"):
-        reparam.bernoulli_score_function_gradient(torch.square, torch.tensor([0.5, 0.5]), 10)
-    # f must be elementwise: a mean inside f scaled every pathwise estimate by 1/n and weighted every
-    # score-function sample by the batch mean, with no error
-    for estimator in (reparam.pathwise_gradient, reparam.score_function_gradient):
-        with pytest.raises(ValueError, match=r"f must be elementwise: f\(z\) for z of shape \(10,\).*got \(\)"):
-            estimator(lambda z: z.pow(2).mean(), 0.0, 1.0, 10)
-    with pytest.raises(ValueError, match="f must be elementwise"):
+    with pytest.raises(TypeError, match="^u must be a torch.Tensor"):
+        reparam.threshold_bernoulli(torch.tensor(0.2), 0.5)
+    for p in (1.0, 0, torch.tensor([0.5, 0.5])):
+        with pytest.raises(ValueError, match="^p must be one probability strictly between 0 and 1"):
+            reparam.bernoulli_score_function_gradient(torch.square, p, 10)
+    with pytest.raises(TypeError, match="^p must be a real number"):
+        reparam.bernoulli_score_function_gradient(torch.square, True, 10)
+    reference = reparam.bernoulli_score_function_gradient(torch.square, 0.3, 10, generator(21))
+    torch.testing.assert_close(reparam.bernoulli_score_function_gradient(torch.square, np.float64(0.3), 10,
+                                                                         generator(21)), reference)
+    with pytest.raises(ValueError, match="^f must be elementwise"):
         reparam.bernoulli_score_function_gradient(lambda z: z.sum(), 0.3, 10)
+
+
+def _log_likelihood(z):
+    return -0.5 * z.pow(2).sum(-1)
+
+
+def test_gaussian_elbo_estimate_arguments():
+    with pytest.raises(ValueError, match=r"^mu and logvar must both have shape \(L,\)"):
+        reparam.gaussian_elbo_estimate(_log_likelihood, torch.zeros(1), torch.zeros(2), 10)
+    with pytest.raises(TypeError, match="^logvar must be a torch.Tensor"):
+        reparam.gaussian_elbo_estimate(_log_likelihood, torch.zeros(1), [0.0], 10)
+    with pytest.raises(ValueError, match="^log_likelihood must return one value per sample"):
+        reparam.gaussian_elbo_estimate(lambda z: z, torch.zeros(1), torch.zeros(1), 10)
+
+
+# every function that takes num_samples, called with a fixed generator
+SAMPLERS = {
+    "score_function_gradient": lambda n: reparam.score_function_gradient(torch.sin, 0.3, 1.0, n, generator(22)),
+    "pathwise_gradient": lambda n: reparam.pathwise_gradient(torch.sin, 0.3, 1.0, n, generator(22)),
+    "bernoulli_score_function_gradient": lambda n: reparam.bernoulli_score_function_gradient(torch.square, 0.3, n,
+                                                                                             generator(22)),
+    "gaussian_elbo_estimate": lambda n: reparam.gaussian_elbo_estimate(_log_likelihood, torch.zeros(2),
+                                                                       torch.zeros(2), n, generator(22)),
+}
+
+
+@pytest.mark.parametrize("call", SAMPLERS.values(), ids=SAMPLERS.keys())
+def test_num_samples_is_a_python_or_numpy_int(call):
+    torch.testing.assert_close(call(np.int64(5)), call(5), rtol=0, atol=0)
+    for bad in (5.0, np.float32(5), True, "5", None):
+        with pytest.raises(TypeError, match="^num_samples must be an int"):
+            call(bad)
+    with pytest.raises(ValueError, match="^num_samples must be >= 1"):
+        call(0)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -263,38 +345,3 @@ def test_runs_on_gpu_tensors_with_cpu_generator_numbers():
         on_cpu = estimator(torch.sin, torch.tensor(0.3), torch.tensor(1.0), 50, generator(16))
         torch.testing.assert_close(on_gpu.cpu(), on_cpu)
     assert reparam.bernoulli_score_function_gradient(torch.square, torch.tensor(0.4, device=cuda), 5).device.type == "cuda"
-
-
-# ---------------------------------------------------------------- the VAE objective of one observation
-
-
-def _linear_gaussian():
-    from gstutorial import elbo
-
-    model = elbo.LinearGaussianModel(torch.tensor([[1.5], [-0.8]]), torch.tensor([0.2, 0.1]), 0.6)
-    return model, torch.tensor([1.0, -0.5])
-
-
-def test_gaussian_elbo_estimate_is_unbiased_for_the_value_and_the_gradient():
-    from torch.distributions import Independent
-
-    from gstutorial import elbo
-
-    model, x = _linear_gaussian()
-    mu = torch.tensor([0.3], requires_grad=True)
-    logvar = torch.tensor([-1.0], requires_grad=True)
-    exact = elbo.elbo(model, x, Independent(Normal(mu, torch.exp(0.5 * logvar)), 1))
-    exact_grads = torch.autograd.grad(exact, (mu, logvar))
-
-    def log_likelihood(z):
-        return model.likelihood(z).log_prob(x)
-
-    estimate = reparam.gaussian_elbo_estimate(log_likelihood, mu, logvar, 200_000, generator(17))
-    grads = torch.autograd.grad(estimate, (mu, logvar))
-    assert estimate.item() == pytest.approx(exact.item(), abs=0.01)
-    for a, b in zip(grads, exact_grads, strict=True):
-        assert a.item() == pytest.approx(b.item(), abs=0.02)
-    with pytest.raises(ValueError, match="shape \\(L,\\)"):
-        reparam.gaussian_elbo_estimate(log_likelihood, torch.zeros(1), torch.zeros(2), 10)
-    with pytest.raises(ValueError, match="one value per sample"):
-        reparam.gaussian_elbo_estimate(lambda z: z, torch.zeros(1), torch.zeros(1), 10)
