@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checks import value_checks_enabled
+from .checks import check_bool, check_choice, check_int, check_tensor, value_checks_enabled
 
 __all__ = [
     "MNIST_FILES",
@@ -179,6 +179,7 @@ def fetch_mnist(root: str | os.PathLike | None = None, *, sources: tuple[str, ..
     Files already present and verified are kept. A file that is present but wrong is replaced.
     Raises :class:`MNISTDataError` naming every file still missing and what was tried.
     """
+    check_bool(verbose, "verbose")
     raw = mnist_raw_dir(root)
     log: list[str] = []
     problems = _check_all(raw)  # one checksum pass per round: the files are 55 MB
@@ -259,14 +260,14 @@ def load_mnist(split: str = "train", root: str | os.PathLike | None = None, *, b
         fixed binarization used for evaluation.
     seed : seed of the fixed binarization.
     device, dtype : where and how the images are returned.
-    download : fetch missing files with :func:`fetch_mnist` (otherwise raise).
+    download : bool; fetch missing files with :func:`fetch_mnist` (otherwise raise).
 
     Returns
     -------
     images : ``(N, 784)`` tensor, labels : ``(N,)`` int64 tensor.
     """
-    if split not in _SPLIT_PREFIX:
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    check_choice(split, "split", tuple(_SPLIT_PREFIX))
+    check_bool(download, "download")
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating-point torch.dtype (the images are intensities in [0, 1]), "
                         f"got {dtype!r}")
@@ -281,9 +282,10 @@ def load_mnist(split: str = "train", root: str | os.PathLike | None = None, *, b
 
 
 def binarize_fixed(images: torch.Tensor, seed: int = 0) -> torch.Tensor:
-    """One seeded Bernoulli draw per pixel (same result on every call and every device)."""
+    """One seeded Bernoulli draw per pixel (same result on every call and every device); ``seed`` is
+    an int."""
     _check_intensities(images)
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(check_int(seed, "seed"))
     uniform = torch.rand(images.shape, generator=generator, dtype=torch.float64)
     return (uniform < images.detach().cpu().double()).to(images.dtype).to(images.device)
 
@@ -293,12 +295,11 @@ def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
 
     For intensities in [0, 1] (resize before binarizing). Dupont's MNIST loader resizes 28×28 to
     32×32 this way (torchvision's ``Resize``); ours interpolates the float intensities directly
-    (``align_corners=False``), so its values are not rounded to 1/255 steps.
+    (``align_corners=False``), so its values are not rounded to 1/255 steps. ``size`` (pixels per
+    side) is an int >= 1.
     """
-    if not isinstance(images, torch.Tensor) or not images.is_floating_point():
-        raise TypeError("images must be a floating-point torch.Tensor of shape (N, side*side)")
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"size must be a positive int (pixels per side), got {size!r}")
+    check_tensor(images, "images")
+    size = check_int(size, "size", 1)
     side = round(images.shape[-1] ** 0.5) if images.ndim == 2 else 0
     if images.ndim != 2 or side * side != images.shape[1]:
         raise ValueError(f"images must have shape (N, side*side) (flattened square images), "
@@ -321,10 +322,8 @@ def binarize_dynamic(images: torch.Tensor, generator: torch.Generator | None = N
 
 
 def _check_intensities(images: object) -> None:
-    if not isinstance(images, torch.Tensor) or not images.is_floating_point():
-        got = images.dtype if isinstance(images, torch.Tensor) else type(images).__name__
-        raise TypeError(f"images must be a floating-point tensor of intensities in [0, 1], got {got}; "
-                        "for raw uint8 pixels use images.float() / 255")
+    """A floating-point tensor of intensities in [0, 1] (the range is scanned while value checks are on)."""
+    check_tensor(images, "images")
     if value_checks_enabled() and not bool(((images >= 0) & (images <= 1)).all()):
         raise ValueError("images must hold intensities in [0, 1] (NaN or values outside found); "
                          "for raw 0-255 pixels divide by 255")

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from gstutorial import estimators as E
+from gstutorial.checks import check_choice, check_int, check_tensor
 from gstutorial.estimators import ESTIMATORS, Estimator, get_estimator
 
 __all__ = [
@@ -64,8 +65,8 @@ class CategoricalProblem:
 
     def __post_init__(self) -> None:
         for label, t in (("theta", self.theta), ("values", self.values)):
-            if not isinstance(t, torch.Tensor) or t.ndim != 2 or not t.is_floating_point():
-                raise ValueError(f"{label} must be a floating-point tensor of shape (N, K)")
+            if check_tensor(t, label).ndim != 2:
+                raise ValueError(f"{label} must have shape (N, K), got {tuple(t.shape)}")
             if not torch.isfinite(t).all():
                 raise ValueError(f"{label} must be finite")
         if self.theta.shape != self.values.shape:
@@ -142,11 +143,13 @@ def make_problem(shape: str = "sigmoid", num_vars: int = 3, num_categories: int 
     * ``"sigmoid"``: :math:`h(s) = \\sigma(6(s - 1.5))` (a smooth threshold: every pathwise estimator is biased).
 
     Up to 3 variables and 4 classes use the fixed logits and values above; larger problems cycle them.
+    ``num_vars`` is an int in [1, 8] and ``num_categories`` an int in [2, 16].
     """
-    if shape not in _SHAPES:
-        raise ValueError(f"unknown problem shape {shape!r}; choose one of {sorted(_SHAPES)}")
-    if not (1 <= num_vars <= 8 and 2 <= num_categories <= 16):
-        raise ValueError(f"need 1 <= num_vars <= 8 and 2 <= num_categories <= 16, got {num_vars}, {num_categories}")
+    check_choice(shape, "shape", tuple(_SHAPES))
+    num_vars, num_categories = check_int(num_vars, "num_vars", 1), check_int(num_categories, "num_categories", 2)
+    for name, value, largest in (("num_vars", num_vars, 8), ("num_categories", num_categories, 16)):
+        if value > largest:
+            raise ValueError(f"{name} must be <= {largest} (the K**N joint states are enumerated), got {value}")
     rows = [[_THETA[n % 3][k % 4] + 0.1 * (k // 4) for k in range(num_categories)] for n in range(num_vars)]
     vals = [[_VALUES[n % 3][k % 4] for k in range(num_categories)] for n in range(num_vars)]
     h, text = _SHAPES[shape]
@@ -166,6 +169,8 @@ def get_problem(name: str) -> CategoricalProblem:
 
 
 def _as_estimator(estimator: str | Estimator) -> Estimator:
+    if not isinstance(estimator, str | Estimator):
+        raise TypeError(f"estimator must be a name in ESTIMATORS or an Estimator, got {type(estimator).__name__}")
     return get_estimator(estimator) if isinstance(estimator, str) else estimator
 
 
@@ -173,20 +178,21 @@ def gradient_estimates(problem: CategoricalProblem, estimator: str | Estimator, 
                        num_samples: int = 1, k: int = 1, replicates: int = 1000,
                        generator: torch.Generator | None = None) -> torch.Tensor:
     """``replicates`` independent estimates of :math:`\\nabla_\\theta L`, each from ``num_samples``
-    samples, drawn in one batched call.
+    samples, drawn in one batched call. ``replicates`` is an int >= 2 (a variance needs two); the
+    other arguments are those of :meth:`Estimator.surrogate`.
 
     Returns
     -------
     (replicates, N, K) tensor in ``problem.theta``'s dtype.
     """
     estimator = _as_estimator(estimator)
-    if isinstance(replicates, bool) or not isinstance(replicates, int) or replicates < 2:
-        raise ValueError(f"replicates must be an int >= 2 (a variance needs two), got {replicates!r}")
+    replicates = check_int(replicates, "replicates", 2)
     theta = problem.theta.expand(replicates, *problem.theta.shape).clone().requires_grad_(True)
     surrogate = estimator.surrogate(theta, problem.f, temperature=temperature, num_samples=num_samples, k=k,
                                     generator=generator)
     if surrogate.shape != (replicates,):
-        raise RuntimeError(f"expected one surrogate value per replicate, got shape {tuple(surrogate.shape)}")
+        raise ValueError(f"problem.h must act elementwise: expected one surrogate value per replicate, got "
+                         f"shape {tuple(surrogate.shape)}")
     (grad,) = torch.autograd.grad(surrogate.sum(), theta)
     return grad
 
@@ -250,13 +256,14 @@ class GradientStats:
 
 
 def gradient_stats(estimates: torch.Tensor, exact: torch.Tensor) -> GradientStats:
-    """Bias, variance and cosine similarity of ``estimates`` (R, ...) against ``exact`` (...)."""
-    if estimates.ndim < 2 or estimates.shape[1:] != exact.shape:
+    """Bias, variance and cosine similarity of ``estimates`` (R, ...) against ``exact`` (...), R >= 2."""
+    check_tensor(estimates, "estimates", floating=False)
+    if check_tensor(exact, "exact", floating=False).shape != estimates.shape[1:] or estimates.ndim < 2:
         raise ValueError(f"estimates must have shape (R, *exact.shape) = (R, {tuple(exact.shape)}), "
                          f"got {tuple(estimates.shape)}")
     r = estimates.shape[0]
     if r < 2:
-        raise ValueError("need at least two estimates")
+        raise ValueError(f"estimates must hold at least two estimates (R >= 2), got R = {r}")
     est = estimates.double()
     exact = exact.double()
     mean = est.mean(0)
@@ -296,6 +303,7 @@ def sweep(problem: CategoricalProblem, estimators: Iterable[str] | None = None, 
     :meth:`GradientStats.summary`.
     """
     names = list(ESTIMATORS) if estimators is None else list(estimators)
+    k, seed = check_int(k, "k", 1), check_int(seed, "seed")
     exact = problem.exact_gradient()
     rows: list[dict[str, float | int | str]] = []
     for name in names:

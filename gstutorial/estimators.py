@@ -35,7 +35,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from gstutorial.checks import check_int, check_temperature, check_tensor, value_checks_enabled
+from gstutorial.checks import (
+    check_choice,
+    check_int,
+    check_temperature,
+    check_tensor,
+    value_checks_enabled,
+)
 from gstutorial.gumbel import check_logits, gumbel_max, gumbel_noise, gumbel_softmax
 from gstutorial.gumbel import one_hot_sample as _one_hot
 from gstutorial.primitives import cast_like, softmax_last, straight_through, upcast_half
@@ -75,14 +81,6 @@ def check_estimator_logits(logits: torch.Tensor) -> torch.Tensor:
     return logits  # finite logits whose sum overflowed
 
 
-def _reinmax_temperature(temperature: float) -> float:
-    tau = check_temperature(temperature)
-    if tau < 1.0:
-        raise ValueError(f"ReinMax needs temperature >= 1, got {tau}: its authors derive and recommend it "
-                         "for tau >= 1 (Gumbel-Softmax prefers tau < 1); use tau = 1 or larger")
-    return tau
-
-
 # --------------------------------------------------------------------------------------------------
 # Samplers (pathwise estimators)
 # --------------------------------------------------------------------------------------------------
@@ -102,9 +100,9 @@ def _given_or_drawn(x: torch.Tensor, sample: torch.Tensor | None,
     """The one-hot ``sample`` if one is given (checked), else a fresh draw from ``softmax(x)``."""
     if sample is None:
         return one_hot_sample(x, generator)
-    if not isinstance(sample, torch.Tensor) or sample.shape != x.shape:
+    if check_tensor(sample, "sample", floating=False).shape != x.shape:
         raise ValueError(f"sample must be a one-hot tensor of the logits' shape {tuple(x.shape)}, got "
-                         f"{tuple(sample.shape) if isinstance(sample, torch.Tensor) else type(sample).__name__}")
+                         f"{tuple(sample.shape)}")
     if not (((sample == 0) | (sample == 1)).all() and (sample.sum(-1) == 1).all()):
         raise ValueError("sample must be one-hot along the last axis (zeros and a single one)")
     return sample.to(dtype=x.dtype, device=x.device).detach()
@@ -180,8 +178,8 @@ def conditional_gumbel(logits: torch.Tensor, index: torch.Tensor, k: int = 1,
     """
     check_estimator_logits(logits)
     k = check_int(k, "k", 1)
-    if not isinstance(index, torch.Tensor) or index.dtype != torch.long:
-        raise TypeError("index must be a LongTensor of category indices")
+    if check_tensor(index, "index", floating=False).dtype != torch.long:
+        raise TypeError(f"index must be a LongTensor of category indices, got {index.dtype}")
     if index.shape != logits.shape[:-1]:
         raise ValueError(f"index must have the batch shape of logits, {tuple(logits.shape[:-1])}, got "
                          f"{tuple(index.shape)}")
@@ -247,7 +245,10 @@ def reinmax_sample(logits: torch.Tensor, temperature: float = 1.0,
     -------
     (..., K) tensor, exactly one-hot forward.
     """
-    tau = _reinmax_temperature(temperature)
+    tau = check_temperature(temperature)
+    if tau < 1.0:
+        raise ValueError(f"ReinMax needs temperature >= 1, got {tau}: its authors derive and recommend it "
+                         "for tau >= 1 (Gumbel-Softmax prefers tau < 1); use tau = 1 or larger")
     x = upcast_half(check_estimator_logits(logits))
     hard = _given_or_drawn(x, sample, generator)
     pi0 = softmax_last(x)
@@ -263,8 +264,7 @@ def reinmax_sample(logits: torch.Tensor, temperature: float = 1.0,
 def _reduced_axes(values: object, variables_shape: torch.Size) -> tuple[int, ...]:
     """Check ``f``'s output against the samples' shape without the category axis, ``(S, *logits.shape[:-1])``,
     and return the trailing axes that ``f`` reduced (independent variables of one joint sample)."""
-    if not isinstance(values, torch.Tensor):
-        raise TypeError(f"f must return a torch.Tensor, got {type(values).__name__}")
+    check_tensor(values, "f's value", floating=False)
     if values.ndim < 1 or tuple(values.shape) != tuple(variables_shape[:values.ndim]):
         raise ValueError(f"f must map samples of shape (S, *logits.shape) to values of shape (S, *batch) "
                          f"with batch a prefix of logits.shape[:-1] = {tuple(variables_shape[1:])}; got "
@@ -303,11 +303,10 @@ def reinforce(logits: torch.Tensor, f: Function, num_samples: int = 1, baseline:
     """
     x = upcast_half(check_estimator_logits(logits))
     num_samples = check_int(num_samples, "num_samples", 1)
-    if baseline not in (None, "loo"):
-        raise ValueError(f"baseline must be None or 'loo' (leave-one-out), got {baseline!r}")
+    check_choice(baseline, "baseline", (None, "loo"))
     if baseline == "loo" and num_samples < 2:
-        raise ValueError("the leave-one-out baseline needs num_samples >= 2 (each sample's baseline is the "
-                         "mean of the others)")
+        raise ValueError("num_samples must be >= 2 with the leave-one-out baseline (each sample's baseline is "
+                         "the mean of the others)")
     expanded = x.expand(num_samples, *x.shape)
     index = gumbel_max(expanded, generator)
     z = torch.zeros_like(expanded, memory_format=torch.contiguous_format).scatter_(-1, index.unsqueeze(-1), 1.0)
@@ -364,13 +363,13 @@ class Estimator:
 
     def sample(self, logits: torch.Tensor, temperature: float = 1.0, k: int = 1,
                generator: torch.Generator | None = None) -> torch.Tensor:
-        """A ``(..., K)`` sample whose backward pass is this estimator (pathwise estimators only)."""
+        """A ``(..., K)`` sample whose backward pass is this estimator (pathwise estimators only).
+        ``k`` is accepted for a uniform call; an estimator that does not use it ignores it unchecked."""
         if self.sampler is None:
             raise ValueError(f"{self.name} is a score-function estimator: it needs the values of f, so it "
                              "has no sample with a useful gradient; call .surrogate(logits, f, ...) instead")
         if self.uses_k:
             return self.sampler(logits, temperature, k=k, generator=generator)
-        check_int(k, "k", 1)  # accepted for a uniform call, and still validated
         return self.sampler(logits, temperature, generator=generator)
 
     def surrogate(self, logits: torch.Tensor, f: Function, *, temperature: float = 1.0,
@@ -378,10 +377,10 @@ class Estimator:
         """A tensor of shape ``(*batch)`` whose value is the mean of ``f`` over ``num_samples`` samples
         (an estimate of :math:`\\mathbb{E}[f(z)]`, or for ``"gumbel_softmax"`` of the relaxed
         :math:`\\mathbb{E}[f(y)]`) and whose gradient with respect to ``logits`` is this estimator,
-        averaged over the samples. See the module docstring for the shape contract of ``f``."""
+        averaged over the samples. See the module docstring for the shape contract of ``f``.
+        ``temperature`` and ``k`` are accepted for a uniform call; an estimator that does not use one
+        (:attr:`uses_temperature`, :attr:`uses_k`) ignores it unchecked."""
         if self.kind == "score":
-            check_temperature(temperature)  # accepted for a uniform call, and still validated
-            check_int(k, "k", 1)
             return reinforce(logits, f, num_samples, self.baseline, generator)
         num_samples = check_int(num_samples, "num_samples", 1)
         check_estimator_logits(logits)

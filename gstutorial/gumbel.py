@@ -6,11 +6,13 @@ no NaN in values or gradients. Samples have the device of the logits; their dtyp
 too, except that half-precision logits (``float16``/``bfloat16``) are computed in ``float32`` and the
 result cast back, because Gumbel noise drawn in half precision has a visibly truncated tail.
 
-Bad input raises ``TypeError`` (not a floating-point tensor) or ``ValueError`` (a temperature that is
-not a finite number > 0; NaN or ``+inf`` logits; a row whose categories are all masked; an empty
-category axis). The samplers check their *result* with one fused reduction instead of scanning the
-logits first, and only diagnose the input when that check fails; this keeps ``gumbel_softmax`` as
-fast as ``torch.nn.functional.gumbel_softmax`` (see ``benchmarks/bench_gumbel_softmax.py``).
+Arguments follow :mod:`gstutorial.checks`: a wrong type raises ``TypeError`` (logits that are not a
+floating-point tensor, a temperature that is not a number, a ``hard`` that is not a bool), a wrong
+value ``ValueError`` (a temperature that is not a finite number > 0; NaN or ``+inf`` logits; a row
+whose categories are all masked; an empty category axis). The samplers check their *result* with one
+fused reduction instead of scanning the logits first, and only diagnose the input when that check
+fails; this keeps ``gumbel_softmax`` as fast as ``torch.nn.functional.gumbel_softmax`` (see
+``benchmarks/bench_gumbel_softmax.py``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,14 @@ import numpy as np
 import torch
 from scipy import integrate, special
 
-from gstutorial.checks import check_int, check_temperature, check_tensor, value_checks_enabled
+from gstutorial.checks import (
+    check_bool,
+    check_int,
+    check_real,
+    check_temperature,
+    check_tensor,
+    value_checks_enabled,
+)
 from gstutorial.kl import check_probabilities
 from gstutorial.primitives import (
     HALF_DTYPES,
@@ -198,7 +207,9 @@ def gumbel_max_probabilities(logits: Sequence[float], epsrel: float = 1e-13) -> 
     with f, F the standard Gumbel pdf and cdf. The integrand is evaluated in log space, and the
     integral is split at the location of the maximum, log Σ_j exp(x_j), where its mass sits, so that
     large logits are integrated as accurately as small ones. Masked (``-inf``) logits get 0.
+    ``epsrel`` (> 0) is the relative accuracy asked of each integral.
     """
+    epsrel = check_real(epsrel, "epsrel", positive=True)
     x = np.asarray(logits, dtype=float)
     if x.ndim != 1 or x.size == 0:
         raise ValueError(f"logits must be a non-empty 1-D sequence, got shape {x.shape}")
@@ -236,8 +247,8 @@ def gumbel_softmax(logits: torch.Tensor, temperature: float, hard: bool = False,
     Parameters
     ----------
     logits : (..., K) floating point; ``-inf`` masks a category (its entry is exactly 0).
-    temperature : finite float > 0.
-    hard : if True, the straight-through version: the forward value is the exact one-hot vector of
+    temperature : finite float > 0 (a one-element tensor that does not require grad is read as one).
+    hard : bool; if True, the straight-through version: the forward value is the exact one-hot vector of
         ``argmax(logits + g)`` (a Gumbel-Max sample, the same ``g``), the backward pass uses the
         gradient of the relaxed sample (:func:`gstutorial.primitives.straight_through`).
     generator : optional ``torch.Generator`` on the logits' device.
@@ -248,6 +259,7 @@ def gumbel_softmax(logits: torch.Tensor, temperature: float, hard: bool = False,
     """
     tau = check_temperature(temperature)
     check_tensor(logits, "logits", category_axis=True)
+    check_bool(hard, "hard")
     x = upcast_half(logits)
     z = gumbel_noise(x, generator).add_(x).div_(tau)  # in place: no extra allocations
     soft = softmax_last(z)
@@ -328,8 +340,8 @@ def concrete_total_mass(logits: torch.Tensor, temperature: float, nodes: int = 4
     exp(−τ|s|), with a tensor-product Gauss–Legendre rule of ``nodes`` points per axis
     (``scipy.special.roots_legendre``) on the box |s_i| ≤ (max |x_i − x_K| + 40) / τ. All
     ``nodes**(K−1)`` points go through one batched call of :func:`concrete_log_prob`, so K is limited
-    to 2 and 3 and ``nodes**(K−1)`` to 10**7 (``ValueError`` otherwise); meant for float64 logits
-    without masks.
+    to 2 and 3 and ``nodes**(K−1)`` to 10**7 (``ValueError`` otherwise); ``nodes`` is an int >= 1
+    (``TypeError`` for a float). Meant for float64 logits without masks.
     """
     tau = check_temperature(temperature)
     check_logits(logits)
@@ -340,8 +352,8 @@ def concrete_total_mass(logits: torch.Tensor, temperature: float, nodes: int = 4
         raise ValueError("concrete_total_mass takes unmasked logits; drop the -inf categories instead")
     k = logits.numel()
     nodes = check_int(nodes, "nodes", 1)
-    if int(nodes) ** (k - 1) > _MAX_GRID_POINTS:
-        raise ValueError(f"nodes = {nodes} gives nodes**(K-1) = {int(nodes) ** (k - 1):.3g} grid points for K = {k}, "
+    if nodes ** (k - 1) > _MAX_GRID_POINTS:
+        raise ValueError(f"nodes = {nodes} gives nodes**(K-1) = {nodes ** (k - 1):.3g} grid points for K = {k}, "
                          f"more than {_MAX_GRID_POINTS:.0e}; lower nodes (the default 400 is plenty)")
     x = logits.detach().double().cpu()
     half_width = ((x[:-1] - x[-1]).abs().max().item() + 40.0) / tau

@@ -6,7 +6,8 @@ chapter's subject), and ``gumbel.gumbel_softmax(hard=True)`` uses it. The module
 demonstrates: the worked autograd example, the
 binary (K = 2) relaxation with logistic noise, and a toy problem on which the relaxed and the hard
 objective disagree. Tensors follow the package convention (category axis last; device and dtype
-follow the inputs).
+follow the inputs); arguments follow :mod:`gstutorial.checks` (``TypeError`` for a wrong type,
+``ValueError`` for a wrong value).
 """
 
 from __future__ import annotations
@@ -16,9 +17,17 @@ from collections.abc import Callable
 
 import torch
 
-from gstutorial.checks import check_float_tensor, check_temperature
+from gstutorial.checks import (
+    check_bool,
+    check_choice,
+    check_float_tensor,
+    check_int,
+    check_real,
+    check_temperature,
+    check_tensor,
+)
 from gstutorial.gumbel import gumbel_softmax
-from gstutorial.primitives import straight_through
+from gstutorial.primitives import HALF_DTYPES, straight_through
 
 __all__ = [
     "autograd_example",
@@ -42,10 +51,10 @@ def autograd_example(a: float = 1.0, b: float = 2.0, skip: bool = False) -> tupl
     -------
     ``(loss, grads)`` with ``grads`` the gradient of the loss with respect to a, b, c, d and f.
     """
-    ta = torch.tensor(float(a), dtype=torch.float64, requires_grad=True)
-    tb = torch.tensor(float(b), dtype=torch.float64, requires_grad=True)
+    ta = torch.tensor(check_real(a, "a"), dtype=torch.float64, requires_grad=True)
+    tb = torch.tensor(check_real(b, "b"), dtype=torch.float64, requires_grad=True)
     c = 2 * (ta + tb)
-    d = straight_through(c, c**2) if skip else c**2
+    d = straight_through(c, c**2) if check_bool(skip, "skip") else c**2
     f = 4 * d
     for t in (c, d, f):
         t.retain_grad()
@@ -61,9 +70,8 @@ def logistic_noise(like: torch.Tensor, generator: torch.Generator | None = None)
     It is the law of the difference g₁ − g₂ of two independent standard Gumbel variables. U is
     clamped into [tiny, 1 − eps/2] so the noise is always finite.
     """
-    if not (isinstance(like, torch.Tensor) and like.is_floating_point()):
-        raise TypeError("like must be a floating-point torch.Tensor")
-    dtype = torch.float32 if like.dtype in (torch.float16, torch.bfloat16) else like.dtype
+    check_tensor(like, "like")
+    dtype = torch.float32 if like.dtype in HALF_DTYPES else like.dtype
     info = torch.finfo(dtype)
     u = torch.rand(like.shape, generator=generator, dtype=dtype, device=like.device)
     u.clamp_(info.tiny, 1.0 - info.eps / 2)
@@ -80,8 +88,8 @@ def binary_gumbel_softmax(logit: torch.Tensor, temperature: float, hard: bool = 
     This is the first coordinate of ``gumbel_softmax([logit, 0], τ)``.
     """
     tau = check_temperature(temperature)
-    if not (isinstance(logit, torch.Tensor) and logit.is_floating_point()):
-        raise TypeError("logit must be a floating-point torch.Tensor")
+    check_tensor(logit, "logit")
+    check_bool(hard, "hard")
     if torch.isnan(logit).any():
         raise ValueError("logit contains NaN; use a finite value, or ±inf for a certain outcome")
     z = logit + logistic_noise(logit, generator)
@@ -105,12 +113,17 @@ def train_binary_toy(estimator: str, steps: int = 2000, lr: float = 0.05, temper
     of the relaxed objective E[f(y)], y = binary Gumbel-Softmax) or ``"straight-through"`` (ST-Gumbel:
     f evaluated at the hard sample, relaxed gradient). Returns P(z = 1) = sigmoid(θ) after every step,
     a float64 tensor of shape ``(steps,)``. For target < 0.5 the optimum is P(z = 1) = 0.
+    ``steps`` is an int >= 1 and ``lr`` a number > 0; ``temperature``, ``batch`` (an int >= 1) and
+    ``generator`` are used (and checked) by the two sampling estimators only.
     """
-    if estimator not in ("exact", "relaxed", "straight-through"):
-        raise ValueError(f"estimator must be 'exact', 'relaxed' or 'straight-through', got {estimator!r}")
-    if steps < 1 or batch < 1 or lr <= 0:
-        raise ValueError("steps and batch must be >= 1 and lr > 0")
-    theta = torch.tensor(float(init_logit), dtype=torch.float64, requires_grad=True)
+    check_choice(estimator, "estimator", ("exact", "relaxed", "straight-through"))
+    steps = check_int(steps, "steps", 1)
+    lr = check_real(lr, "lr", positive=True)
+    target = check_real(target, "target")
+    if estimator != "exact":
+        temperature = check_temperature(temperature)
+        batch = check_int(batch, "batch", 1)
+    theta = torch.tensor(check_real(init_logit, "init_logit"), dtype=torch.float64, requires_grad=True)
     history = torch.empty(steps, dtype=torch.float64)
     for step in range(steps):
         if estimator == "exact":
@@ -138,9 +151,7 @@ def _check_single_logits(logits: torch.Tensor) -> None:
 
 def _values(f: Callable[[torch.Tensor], torch.Tensor], points: torch.Tensor, what: str, want: str) -> torch.Tensor:
     """``f(points)`` after checking that it has one value per row of ``points``."""
-    values = f(points)
-    if not isinstance(values, torch.Tensor):
-        raise TypeError(f"f must return a torch.Tensor, got {type(values).__name__}")
+    values = check_tensor(f(points), "f's value", floating=False)
     if values.shape != points.shape[:-1]:
         raise ValueError(f"f must map {what} to {want} values, one per row, got shape {tuple(values.shape)}; "
                          "reduce the category axis inside f, e.g. ((v - t) ** 2).sum(-1)")
@@ -167,12 +178,11 @@ def mean_gradient(logits: torch.Tensor, f: Callable[[torch.Tensor], torch.Tensor
     (``hard=True``) gradient estimator of ∇ E[f(z)] with respect to ``logits`` (shape (K,)).
 
     ``logits`` is a finite floating-point tensor of shape (K,) and ``f`` maps (n, K) samples to (n,)
-    values, one per sample (``ValueError`` otherwise). One backward pass over ``num_samples`` samples
-    gives all per-sample gradients, because sample i depends on the logits only through its own row.
+    values, one per sample (``ValueError`` otherwise). ``num_samples`` is an int >= 2 (a standard error
+    needs two samples). One backward pass over ``num_samples`` samples gives all per-sample gradients,
+    because sample i depends on the logits only through its own row.
     """
-
-    if num_samples < 2:
-        raise ValueError(f"num_samples must be >= 2 to give a standard error, got {num_samples}")
+    num_samples = check_int(num_samples, "num_samples", 2)
     _check_single_logits(logits)
     rows = logits.detach().expand(num_samples, -1).clone().requires_grad_(True)
     y = gumbel_softmax(rows, temperature, hard=hard, generator=generator)

@@ -1,4 +1,4 @@
-"""gstutorial.data: loading, binarization, root resolution and the errors for bad files."""
+"""gstutorial.data: loading, binarization, root resolution and the errors for bad files and arguments."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ import hashlib
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from gstutorial import data
 
+# -------------------------------------------------------------------------------- data root
 
 def test_root_resolution_order(monkeypatch, tmp_path):
     monkeypatch.setenv("GSTUTORIAL_DATA", str(tmp_path / "env"))
@@ -20,6 +22,7 @@ def test_root_resolution_order(monkeypatch, tmp_path):
     assert data.resolve_data_root() == Path("data")
     assert data.mnist_raw_dir(tmp_path) == tmp_path / "MNIST" / "raw"
 
+# -------------------------------------------------------------------------------- loading
 
 def test_load_shapes_values_and_labels(mnist_copy):
     images, labels = data.load_mnist("train", mnist_copy, download=False)
@@ -32,27 +35,6 @@ def test_load_shapes_values_and_labels(mnist_copy):
     test_images, test_labels = data.load_mnist("test", mnist_copy, download=False)
     assert test_images.shape == (10_000, 784)
     assert test_labels[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
-
-
-def test_fixed_binarization_is_seeded_and_binary(mnist_copy):
-    a, _ = data.load_mnist("test", mnist_copy, binarize="fixed", seed=0, download=False)
-    b, _ = data.load_mnist("test", mnist_copy, binarize="fixed", seed=0, download=False)
-    c, _ = data.load_mnist("test", mnist_copy, binarize="fixed", seed=1, download=False)
-    grey, _ = data.load_mnist("test", mnist_copy, download=False)
-    assert torch.equal(a, b) and not torch.equal(a, c)
-    assert set(a.unique().tolist()) == {0.0, 1.0}
-    # pixels that are exactly 0 or 1 stay so; the mean matches the intensities' mean
-    assert torch.equal(a[grey == 0], torch.zeros_like(a[grey == 0]))
-    assert torch.equal(a[grey == 1], torch.ones_like(a[grey == 1]))
-    assert abs(a.mean().item() - grey.mean().item()) < 1e-3
-
-
-def test_dynamic_binarization_is_bernoulli():
-    probs = torch.full((200_000,), 0.3)
-    sample = data.binarize_dynamic(probs, generator=torch.Generator().manual_seed(0))
-    assert set(sample.unique().tolist()) == {0.0, 1.0}
-    # binomial standard error of the mean is sqrt(0.21 / 2e5) ~ 1e-3; allow 5 of them
-    assert abs(sample.mean().item() - 0.3) < 5e-3
 
 
 def test_a_second_load_comes_from_the_cache_and_files_are_never_rewritten(mnist_copy, monkeypatch):
@@ -77,6 +59,27 @@ def test_a_second_load_comes_from_the_cache_and_files_are_never_rewritten(mnist_
     # loading reads the files and never writes them (no fetch, no repair, no temporary files)
     assert state() == before
 
+
+def test_load_mnist_says_where_it_fetches_missing_files(mnist_copy, mnist_raw, monkeypatch, capsys):
+    """A learner whose data root is empty (or mistyped) is told where 55 MB is going before it goes."""
+    (mnist_copy / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").unlink()
+
+    def fake_source(raw, wanted, log):
+        assert wanted == ["t10k-labels-idx1-ubyte"]
+        assert data._install_verified(mnist_raw / wanted[0], raw)
+
+    monkeypatch.setattr(data, "_try_torchvision", fake_source)
+    data._CACHE.clear()
+    images, labels = data.load_mnist("test", mnist_copy)
+    assert images.shape == (10_000, 784) and labels.shape == (10_000,)
+    err = capsys.readouterr().err
+    assert f"MNIST files missing from {(mnist_copy / 'MNIST' / 'raw').resolve()}: fetching them there" in err
+    assert "fetching 1 MNIST file(s) via torchvision" in err
+    data._CACHE.clear()
+    data.load_mnist("test", mnist_copy)  # nothing missing now: nothing said
+    assert capsys.readouterr().err == ""
+
+# -------------------------------------------------------------------------------- bad files and fetching
 
 def test_missing_file_names_file_and_fix(mnist_copy):
     missing = mnist_copy / "MNIST" / "raw" / "t10k-labels-idx1-ubyte"
@@ -145,6 +148,44 @@ def test_fetch_replaces_a_corrupt_file_from_a_source(mnist_copy, mnist_raw, monk
     assert [p.name for p in raw.iterdir() if p.name.endswith(".part")] == []
 
 
+def test_a_data_root_that_is_a_file_gets_a_named_error(tmp_path, capsys):
+    not_a_folder = tmp_path / "mnist.tar"
+    not_a_folder.write_bytes(b"x")
+    with pytest.raises(data.MNISTDataError, match="cannot create the MNIST folder .*a folder you can write to"):
+        data.fetch_mnist(not_a_folder)
+    assert data._main(["--root", os.fspath(not_a_folder)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot create the MNIST folder") and err.count("\n") == 1
+
+
+def test_command_line_reports_ready(mnist_copy, capsys):
+    assert data._main(["--root", os.fspath(mnist_copy)]) == 0
+    assert "4 raw files verified" in capsys.readouterr().out
+
+# -------------------------------------------------------------------------------- binarization
+
+def test_fixed_binarization_is_seeded_and_binary(mnist_copy):
+    a, _ = data.load_mnist("test", mnist_copy, binarize="fixed", seed=0, download=False)
+    b, _ = data.load_mnist("test", mnist_copy, binarize="fixed", seed=0, download=False)
+    c, _ = data.load_mnist("test", mnist_copy, binarize="fixed", seed=1, download=False)
+    grey, _ = data.load_mnist("test", mnist_copy, download=False)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert set(a.unique().tolist()) == {0.0, 1.0}
+    # pixels that are exactly 0 or 1 stay so; the mean matches the intensities' mean
+    assert torch.equal(a[grey == 0], torch.zeros_like(a[grey == 0]))
+    assert torch.equal(a[grey == 1], torch.ones_like(a[grey == 1]))
+    assert abs(a.mean().item() - grey.mean().item()) < 1e-3
+
+
+def test_dynamic_binarization_is_bernoulli():
+    probs = torch.full((200_000,), 0.3)
+    sample = data.binarize_dynamic(probs, generator=torch.Generator().manual_seed(0))
+    assert set(sample.unique().tolist()) == {0.0, 1.0}
+    # binomial standard error of the mean is sqrt(0.21 / 2e5) ~ 1e-3; allow 5 of them
+    assert abs(sample.mean().item() - 0.3) < 5e-3
+
+# -------------------------------------------------------------------------------- resizing
+
 def test_resize_images_is_bilinear_with_pixel_centres_aligned():
     # a 2x2 image with columns 0 and 1: pixel centres of the 4x4 grid sit at -0.25, 0.25, 0.75 and
     # 1.25 in the old grid's coordinates, clamped to its edge, so every row becomes 0, 1/4, 3/4, 1
@@ -160,63 +201,51 @@ def test_resize_images_is_bilinear_with_pixel_centres_aligned():
     out = data.resize_images(batch, 32)
     assert out.shape == (5, 1024) and 0 <= out.min() and out.max() <= 1
 
+# -------------------------------------------------------------------------------- argument checks
 
-def test_resize_images_bad_arguments():
-    with pytest.raises(ValueError, match="side\\*side"):
-        data.resize_images(torch.rand(2, 780), 32)
-    with pytest.raises(ValueError, match="side\\*side"):
-        data.resize_images(torch.rand(784), 32)
-    with pytest.raises(ValueError, match="size must be a positive int"):
-        data.resize_images(torch.rand(2, 784), 0)
-    with pytest.raises(TypeError, match="floating-point"):
-        data.resize_images(torch.ones(2, 784, dtype=torch.uint8), 32)
-
-
-def test_bad_arguments():
-    with pytest.raises(ValueError, match="split"):
+def test_load_mnist_arguments():
+    with pytest.raises(ValueError, match="^split"):
         data.load_mnist("validation")
-    with pytest.raises(TypeError, match="dtype must be a floating-point torch.dtype"):
+    with pytest.raises(TypeError, match="^dtype"):
         data.load_mnist("test", dtype=torch.uint8)
-    for binarize in (data.binarize_dynamic, data.binarize_fixed):
-        with pytest.raises(TypeError, match=r"floating-point tensor of intensities.*images.float\(\) / 255"):
-            binarize(torch.full((2, 784), 255, dtype=torch.uint8))
-        for bad in (2.0, -0.5, float("nan")):
-            with pytest.raises(ValueError, match=r"intensities in \[0, 1\]"):
-                binarize(torch.full((2, 784), bad))
-    with pytest.raises(ValueError, match="binarize"):
+    with pytest.raises(ValueError, match="^binarize"):
         data.load_mnist("train", binarize="dynamic")
+    with pytest.raises(TypeError, match="^download"):
+        data.load_mnist("test", download=0)
+    with pytest.raises(TypeError, match="^verbose"):
+        data.fetch_mnist(verbose=1)
 
 
-def test_command_line_reports_ready(mnist_copy, capsys):
-    assert data._main(["--root", os.fspath(mnist_copy)]) == 0
-    assert "4 raw files verified" in capsys.readouterr().out
+@pytest.mark.parametrize("binarize", [data.binarize_dynamic, data.binarize_fixed])
+def test_binarize_takes_intensities(binarize):
+    with pytest.raises(TypeError, match="^images"):  # raw uint8 pixels
+        binarize(torch.full((2, 784), 255, dtype=torch.uint8))
+    with pytest.raises(TypeError, match="^images"):
+        binarize([[0.5] * 784])
+    for bad in (2.0, -0.5, float("nan")):
+        with pytest.raises(ValueError, match=r"^images must hold intensities in \[0, 1\]"):
+            binarize(torch.full((2, 784), bad))
 
 
-def test_load_mnist_says_where_it_fetches_missing_files(mnist_copy, mnist_raw, monkeypatch, capsys):
-    """A learner whose data root is empty (or mistyped) is told where 55 MB is going before it goes."""
-    (mnist_copy / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").unlink()
-
-    def fake_source(raw, wanted, log):
-        assert wanted == ["t10k-labels-idx1-ubyte"]
-        assert data._install_verified(mnist_raw / wanted[0], raw)
-
-    monkeypatch.setattr(data, "_try_torchvision", fake_source)
-    data._CACHE.clear()
-    images, labels = data.load_mnist("test", mnist_copy)
-    assert images.shape == (10_000, 784) and labels.shape == (10_000,)
-    err = capsys.readouterr().err
-    assert f"MNIST files missing from {(mnist_copy / 'MNIST' / 'raw').resolve()}: fetching them there" in err
-    assert "fetching 1 MNIST file(s) via torchvision" in err
-    data._CACHE.clear()
-    data.load_mnist("test", mnist_copy)  # nothing missing now: nothing said
-    assert capsys.readouterr().err == ""
+def test_binarize_fixed_seed_is_an_int():
+    images = torch.rand(3, 784, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(data.binarize_fixed(images, seed=np.int64(5)), data.binarize_fixed(images, seed=5))
+    for bad in (5.0, True, "5"):
+        with pytest.raises(TypeError, match="^seed"):
+            data.binarize_fixed(images, seed=bad)
 
 
-def test_a_data_root_that_is_a_file_gets_a_named_error(tmp_path, capsys):
-    not_a_folder = tmp_path / "mnist.tar"
-    not_a_folder.write_bytes(b"x")
-    with pytest.raises(data.MNISTDataError, match="cannot create the MNIST folder .*a folder you can write to"):
-        data.fetch_mnist(not_a_folder)
-    assert data._main(["--root", os.fspath(not_a_folder)]) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("error: cannot create the MNIST folder") and err.count("\n") == 1
+def test_resize_images_arguments():
+    batch = torch.rand(2, 784, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(data.resize_images(batch, np.int64(32)), data.resize_images(batch, 32))
+    with pytest.raises(ValueError, match="^images must have shape"):
+        data.resize_images(torch.rand(2, 780), 32)
+    with pytest.raises(ValueError, match="^images must have shape"):
+        data.resize_images(torch.rand(784), 32)
+    with pytest.raises(TypeError, match="^images"):
+        data.resize_images(torch.ones(2, 784, dtype=torch.uint8), 32)
+    with pytest.raises(ValueError, match="^size"):
+        data.resize_images(batch, 0)
+    for bad in (32.0, True, "32"):
+        with pytest.raises(TypeError, match="^size"):
+            data.resize_images(batch, bad)

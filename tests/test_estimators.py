@@ -6,6 +6,7 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -45,8 +46,6 @@ def sample_and_grad(name: str, logits: torch.Tensor, c: torch.Tensor, seed: int,
 # --------------------------------------------------------------------------------------------------
 
 def test_registry_names_and_references():
-    assert list(E.ESTIMATORS) == ["reinforce", "reinforce_loo", "straight_through", "gumbel_softmax",
-                                  "st_gumbel_softmax", "gumbel_rao", "reinmax"]
     bib = (REPO / "references.bib").read_text()
     keys = set(re.findall(r"@\w+\{([^,]+),", bib))
     for name, est in E.ESTIMATORS.items():
@@ -56,6 +55,15 @@ def test_registry_names_and_references():
         assert est.unbiased == (est.kind == "score")
     with pytest.raises(ValueError, match="unknown estimator"):
         E.get_estimator("rebar")
+
+
+def test_equations_of_softmax_jacobian_estimators_carry_the_1_over_tau_the_chapter_shows():
+    # eq-lab-st, eq-lab-gs and eq-lab-gumbel-rao in book/09_estimator_lab.ipynb
+    for name in ("straight_through", "st_gumbel_softmax", "gumbel_rao"):
+        assert r"\tfrac1\tau" in E.ESTIMATORS[name].equation
+    chapter = (REPO / "book" / "09_estimator_lab.ipynb").read_text(encoding="utf-8")
+    for name in ("straight_through", "gumbel_rao"):
+        assert E.ESTIMATORS[name].equation.replace("\\", "\\\\") in chapter
 
 
 @pytest.mark.parametrize("name", PATHWISE)
@@ -329,10 +337,12 @@ def test_exact_expectation_and_given_samples_are_checked():
     with pytest.raises(ValueError, match="depends only on the one-hot sample"):
         lab.exact_expected_gradient(lab.get_problem("linear"), "gumbel_softmax")
     logits = torch.zeros(2, 3, dtype=torch.float64)
-    with pytest.raises(ValueError, match=r"shape \(2, 3\)"):
+    with pytest.raises(ValueError, match=r"^sample must be a one-hot tensor of the logits' shape \(2, 3\)"):
         E.reinmax_sample(logits, 1.0, sample=torch.eye(3, dtype=torch.float64))
-    with pytest.raises(ValueError, match="one-hot"):
+    with pytest.raises(ValueError, match="^sample must be one-hot"):
         E.straight_through_sample(logits, 1.0, sample=torch.full((2, 3), 0.5, dtype=torch.float64))
+    with pytest.raises(TypeError, match="^sample"):
+        E.straight_through_sample(logits, 1.0, sample=[[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
     given = torch.eye(3, dtype=torch.float64)[[2, 0]]
     assert torch.equal(E.straight_through_sample(logits, 1.0, sample=given), given)
 
@@ -374,13 +384,13 @@ def test_stats_and_sweep():
 
 
 # --------------------------------------------------------------------------------------------------
-# Bad arguments
+# Argument checks: estimators
 # --------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", PATHWISE)
 @pytest.mark.parametrize("tau", [0.0, -1.0, math.nan, math.inf])
 def test_bad_temperature(name, tau):
-    with pytest.raises(ValueError, match="temperature"):
+    with pytest.raises(ValueError, match="^temperature"):
         E.get_estimator(name).sample(THETA, temperature=tau)
 
 
@@ -391,17 +401,52 @@ def test_reinmax_requires_temperature_at_least_one():
         E.get_estimator("reinmax").surrogate(THETA, lambda z: z.sum(-1), temperature=0.99)
 
 
-def test_bad_k_and_num_samples():
-    with pytest.raises(ValueError, match="k must be >= 1"):
+def test_bad_k_num_samples_and_baseline():
+    with pytest.raises(ValueError, match="^k"):
         E.gumbel_rao_sample(THETA, 1.0, k=0)
-    with pytest.raises(TypeError, match="k must be an int"):
-        E.gumbel_rao_sample(THETA, 1.0, k=2.5)
-    with pytest.raises(ValueError, match="num_samples must be >= 1"):
+    with pytest.raises(ValueError, match="^num_samples"):
         E.get_estimator("gumbel_softmax").surrogate(THETA, lambda z: z.sum(-1), num_samples=0)
-    with pytest.raises(ValueError, match="leave-one-out baseline needs num_samples >= 2"):
+    with pytest.raises(ValueError, match="^num_samples"):
+        E.reinforce(THETA, lambda z: z.sum(-1), num_samples=0)
+    with pytest.raises(ValueError, match="^num_samples.*leave-one-out"):
         E.reinforce(THETA, lambda z: z.sum(-1), num_samples=1, baseline="loo")
-    with pytest.raises(ValueError, match="baseline must be None or 'loo'"):
+    with pytest.raises(ValueError, match="^baseline"):
         E.reinforce(THETA, lambda z: z.sum(-1), num_samples=2, baseline="mean")
+
+
+@pytest.mark.parametrize("bad", [2.0, 2.5, True, "2"])
+def test_counts_must_be_ints(bad):
+    with pytest.raises(TypeError, match="^k"):
+        E.gumbel_rao_sample(THETA, 1.0, k=bad)
+    with pytest.raises(TypeError, match="^k"):
+        E.conditional_gumbel(THETA, torch.tensor(0), k=bad)
+    for name in ("reinforce", "straight_through"):
+        with pytest.raises(TypeError, match="^num_samples"):
+            E.get_estimator(name).surrogate(THETA, lambda z: z.sum(-1), num_samples=bad)
+
+
+@pytest.mark.parametrize("name", ["reinforce_loo", "gumbel_rao"])
+def test_counts_accept_numpy_integers(name):
+    def run(num_samples, k):
+        return E.get_estimator(name).surrogate(THETA, lambda z: (z * C).sum(-1), num_samples=num_samples, k=k,
+                                               generator=gen(40))
+
+    assert torch.equal(run(np.int64(3), np.int32(2)), run(3, 2))
+
+
+def test_the_uniform_call_leaves_unused_arguments_unchecked():
+    # temperature and k are accepted by every estimator; one that does not use them ignores them
+    def f(z):
+        return (z * C).sum(-1)
+
+    for name in ("reinforce", "reinforce_loo"):
+        value = E.get_estimator(name).surrogate(THETA, f, temperature=-1.0, num_samples=2, k=0, generator=gen(41))
+        assert torch.equal(value, E.get_estimator(name).surrogate(THETA, f, num_samples=2, generator=gen(41)))
+    for name in ("straight_through", "gumbel_softmax", "st_gumbel_softmax", "reinmax"):
+        z = E.get_estimator(name).sample(THETA, temperature=1.0, k=2.5, generator=gen(42))
+        assert torch.equal(z, E.get_estimator(name).sample(THETA, temperature=1.0, generator=gen(42)))
+    with pytest.raises(TypeError, match="^k"):
+        E.get_estimator("gumbel_rao").sample(THETA, k=2.5)
 
 
 @pytest.mark.parametrize("name", list(E.ESTIMATORS))
@@ -411,43 +456,14 @@ def test_bad_logits(name):
     def f(z):
         return z.sum(-1)
 
-    with pytest.raises(TypeError, match="floating-point"):
+    with pytest.raises(TypeError, match="^logits"):
         est.surrogate(torch.tensor([1, 2, 3]), f)
-    with pytest.raises(ValueError, match="category axis"):
+    with pytest.raises(ValueError, match="^logits needs a non-empty category axis"):
         est.surrogate(torch.tensor(1.0), f)
-    with pytest.raises(ValueError, match="-inf"):
+    with pytest.raises(ValueError, match="^logits contain -inf"):
         est.surrogate(torch.tensor([0.0, -math.inf, 1.0]), f)
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(ValueError, match="^logits contain NaN"):
         est.surrogate(torch.tensor([0.0, math.nan, 1.0]), f)
-
-
-@pytest.mark.parametrize("name", ["reinforce", "gumbel_rao"])
-def test_f_with_a_wrong_output_shape(name):
-    with pytest.raises(ValueError, match="values of shape"):
-        E.get_estimator(name).surrogate(torch.zeros(2, 3), lambda z: z.sum(), num_samples=2)
-
-
-def test_score_estimators_have_no_sample_and_conditional_gumbel_checks_index():
-    with pytest.raises(ValueError, match="surrogate"):
-        E.get_estimator("reinforce").sample(THETA)
-    with pytest.raises(ValueError, match="batch shape"):
-        E.conditional_gumbel(torch.zeros(3, 4), torch.zeros(2, dtype=torch.long))
-    with pytest.raises(TypeError, match="LongTensor"):
-        E.conditional_gumbel(torch.zeros(3, 4), torch.zeros(3))
-
-
-def test_bad_problems_and_stats():
-    with pytest.raises(ValueError, match="same shape"):
-        lab.CategoricalProblem("bad", torch.zeros(2, 3, dtype=torch.float64), torch.zeros(2, 4, dtype=torch.float64),
-                               lambda s: s)
-    with pytest.raises(ValueError, match="unknown problem shape"):
-        lab.make_problem("cubic")
-    with pytest.raises(ValueError, match="unknown problem"):
-        lab.get_problem("cubic")
-    with pytest.raises(ValueError, match="replicates"):
-        lab.gradient_estimates(lab.get_problem("linear"), "reinforce", replicates=1)
-    with pytest.raises(ValueError, match="estimates must have shape"):
-        lab.gradient_stats(torch.zeros(5, 2), torch.zeros(3))
 
 
 def test_huge_finite_logits_are_accepted():
@@ -456,19 +472,87 @@ def test_huge_finite_logits_are_accepted():
     assert E.check_estimator_logits(big) is big
 
 
-def test_equations_of_softmax_jacobian_estimators_carry_the_1_over_tau_of_the_chapter():
-    # eq-lab-st, eq-lab-gs and eq-lab-gumbel-rao in book/09_estimator_lab.ipynb
-    assert E.ESTIMATORS["straight_through"].equation == (
-        r"\tfrac1\tau\, J\big(\mathrm{softmax}(\theta/\tau)\big)\, \nabla f(D)")
-    assert E.ESTIMATORS["st_gumbel_softmax"].equation == (
-        r"\tfrac1\tau J\big(\mathrm{softmax}((\theta+g)/\tau)\big)\, \nabla f(D)")
-    assert E.ESTIMATORS["gumbel_rao"].equation == (
-        r"\frac1k\sum_{j=1}^k \tfrac1\tau J\big(\mathrm{softmax}((\theta+g^{(j)})/\tau)\big)\, \nabla f(D)")
-    # and the chapter shows exactly these right-hand sides
-    chapter = (REPO / "book" / "09_estimator_lab.ipynb").read_text(encoding="utf-8")
-    for name in ("straight_through", "gumbel_rao"):
-        assert E.ESTIMATORS[name].equation.replace("\\", "\\\\") in chapter
+@pytest.mark.parametrize("name", ["reinforce", "gumbel_rao"])
+def test_f_with_a_wrong_output(name):
+    with pytest.raises(ValueError, match="^f must map samples"):
+        E.get_estimator(name).surrogate(torch.zeros(2, 3), lambda z: z.sum(), num_samples=2)
+    with pytest.raises(TypeError, match="^f's value"):
+        E.get_estimator(name).surrogate(torch.zeros(2, 3), lambda z: 1.0, num_samples=2)
 
+
+def test_score_estimators_have_no_sample_and_conditional_gumbel_checks_index():
+    with pytest.raises(ValueError, match="surrogate"):
+        E.get_estimator("reinforce").sample(THETA)
+    with pytest.raises(ValueError, match="^index must have the batch shape"):
+        E.conditional_gumbel(torch.zeros(3, 4), torch.zeros(2, dtype=torch.long))
+    with pytest.raises(TypeError, match="^index"):
+        E.conditional_gumbel(torch.zeros(3, 4), torch.zeros(3))
+    with pytest.raises(TypeError, match="^index"):
+        E.conditional_gumbel(torch.zeros(3, 4), [0, 1, 2])
+
+
+# --------------------------------------------------------------------------------------------------
+# Argument checks: the lab
+# --------------------------------------------------------------------------------------------------
+
+def test_bad_problems():
+    zeros = torch.zeros(2, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="same shape"):
+        lab.CategoricalProblem("bad", zeros, torch.zeros(2, 4, dtype=torch.float64), lambda s: s)
+    with pytest.raises(TypeError, match="^theta"):
+        lab.CategoricalProblem("bad", torch.zeros(2, 3, dtype=torch.long), zeros, lambda s: s)
+    with pytest.raises(ValueError, match="^values must have shape"):
+        lab.CategoricalProblem("bad", zeros, torch.zeros(6, dtype=torch.float64), lambda s: s)
+    with pytest.raises(ValueError, match="^values must be finite"):
+        lab.CategoricalProblem("bad", zeros, torch.full((2, 3), math.nan, dtype=torch.float64), lambda s: s)
+    with pytest.raises(ValueError, match="^shape"):
+        lab.make_problem("cubic")
+    with pytest.raises(ValueError, match="unknown problem"):
+        lab.get_problem("cubic")
+
+
+def test_make_problem_sizes():
+    assert torch.equal(lab.make_problem("linear", np.int64(2), np.int32(5)).theta,
+                       lab.make_problem("linear", 2, 5).theta)
+    for name, bad in (("num_vars", 2.0), ("num_vars", True), ("num_categories", 4.0)):
+        with pytest.raises(TypeError, match=f"^{name}"):
+            lab.make_problem("linear", **{name: bad})
+    for name, bad in (("num_vars", 0), ("num_vars", 9), ("num_categories", 1), ("num_categories", 17)):
+        with pytest.raises(ValueError, match=f"^{name}"):
+            lab.make_problem("linear", **{name: bad})
+
+
+def test_gradient_estimates_arguments():
+    problem = lab.get_problem("linear")
+    assert torch.equal(lab.gradient_estimates(problem, "reinforce", replicates=np.int64(3), generator=gen(43)),
+                       lab.gradient_estimates(problem, "reinforce", replicates=3, generator=gen(43)))
+    with pytest.raises(ValueError, match="^replicates"):  # a variance needs two
+        lab.gradient_estimates(problem, "reinforce", replicates=1)
+    for bad in (3.0, True):
+        with pytest.raises(TypeError, match="^replicates"):
+            lab.gradient_estimates(problem, "reinforce", replicates=bad)
+    with pytest.raises(TypeError, match="^estimator"):
+        lab.gradient_estimates(problem, 3, replicates=3)
+    with pytest.raises(TypeError, match="^num_samples"):
+        lab.gradient_estimates(problem, "reinforce", num_samples=2.0, replicates=3)
+
+
+def test_gradient_stats_and_sweep_arguments():
+    with pytest.raises(ValueError, match="^estimates must have shape"):
+        lab.gradient_stats(torch.zeros(5, 2), torch.zeros(3))
+    with pytest.raises(ValueError, match="^estimates must hold at least two"):
+        lab.gradient_stats(torch.zeros(1, 3), torch.zeros(3))
+    with pytest.raises(TypeError, match="^estimates"):
+        lab.gradient_stats([[0.0], [1.0]], torch.zeros(1))
+    problem = lab.get_problem("linear")
+    for name, bad in (("k", 2.0), ("seed", "0"), ("seed", True)):
+        with pytest.raises(TypeError, match=f"^{name}"):
+            lab.sweep(problem, ["reinforce"], replicates=2, **{name: bad})
+
+
+# --------------------------------------------------------------------------------------------------
+# Devices
+# --------------------------------------------------------------------------------------------------
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("name", list(E.ESTIMATORS))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -17,6 +18,15 @@ from gstutorial import straight_through as S
 def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
+
+TARGET = torch.tensor([0.6, 0.4, 0.0], dtype=torch.float64)
+
+
+def squared_distance(v):
+    return ((v - TARGET) ** 2).sum(-1)
+
+
+# -------------------------------------------------------------------------------- the detach identity
 
 def test_value_of_hard_gradient_of_soft():
     x = torch.tensor([0.3, -1.2, 2.0], requires_grad=True)
@@ -36,6 +46,26 @@ def test_forward_value_is_exact_for_zero_one_targets(soft, hard, dtype):
     s, h = torch.tensor([soft], dtype=dtype), torch.tensor([hard], dtype=dtype)
     assert S.straight_through(s, h).item() == hard
 
+
+def test_mixed_dtypes_are_promoted():
+    # chapter 6 pairs a float32 soft with a float64 hard: kept, the value is the float64 hard exactly
+    x = torch.tensor([0.3, -1.2, 2.0], requires_grad=True)
+    hard = (x > 0).double()
+    y = S.straight_through(torch.sigmoid(x), hard)
+    assert y.dtype == torch.float64 and torch.equal(y.detach(), hard)
+
+
+def test_straight_through_bad_arguments():
+    with pytest.raises(ValueError, match="^soft and hard must have the same shape"):
+        S.straight_through(torch.zeros(3), torch.zeros(1))
+    with pytest.raises(ValueError, match="^soft and hard must be on the same device"):
+        S.straight_through(torch.zeros(3, device="meta"), torch.zeros(3))
+    with pytest.raises(TypeError, match="^soft"):
+        S.straight_through([0.0], torch.zeros(1))
+    with pytest.raises(TypeError, match="^hard"):
+        S.straight_through(torch.zeros(1), [0.0])
+
+# -------------------------------------------------------------------------------- the worked example
 
 def test_worked_example_without_skip():
     loss, grads = S.autograd_example(1.0, 2.0)
@@ -62,24 +92,16 @@ def test_worked_example_general_formulas(a, b):
     assert grads_skip == {"a": 24.0, "b": 24.0, "c": 12.0, "d": 12.0, "f": 3.0}
 
 
-def test_bad_arguments():
-    with pytest.raises(ValueError, match="same shape"):
-        S.straight_through(torch.zeros(3), torch.zeros(1))
-    with pytest.raises(TypeError):
-        S.straight_through([0.0], torch.zeros(1))
-    with pytest.raises(ValueError, match="NaN"):
-        S.binary_gumbel_softmax(torch.tensor([math.nan]), 1.0)
-    with pytest.raises(ValueError, match="temperature"):
-        S.binary_gumbel_softmax(torch.tensor([0.0]), 0.0)
-    with pytest.raises(TypeError):
-        S.logistic_noise(torch.zeros(2, dtype=torch.long))
-    with pytest.raises(ValueError, match="estimator"):
-        S.train_binary_toy("reinforce")
-    with pytest.raises(ValueError, match="num_samples"):
-        S.mean_gradient(torch.zeros(3), lambda y: y.sum(-1), 1.0, True, 1)
-    with pytest.raises(ValueError, match="shape"):
-        S.expected_objective(torch.zeros(2, 3), lambda y: y.sum(-1))
+def test_worked_example_arguments():
+    assert S.autograd_example(np.float32(1.0), np.int64(2)) == S.autograd_example(1.0, 2.0)
+    with pytest.raises(TypeError, match="^a"):
+        S.autograd_example("1", 2.0)
+    with pytest.raises(TypeError, match="^b"):
+        S.autograd_example(1.0, torch.tensor(2.0))
+    with pytest.raises(TypeError, match="^skip"):
+        S.autograd_example(1.0, 2.0, skip=1)
 
+# -------------------------------------------------------------------------------- the binary relaxation
 
 def test_logistic_noise_is_the_difference_of_two_gumbels():
     n = 20_000
@@ -121,6 +143,20 @@ def test_binary_infinite_logits_are_certain_outcomes():
     assert torch.isfinite(logit.grad).all()
 
 
+def test_binary_bad_arguments():
+    with pytest.raises(ValueError, match="^logit contains NaN"):
+        S.binary_gumbel_softmax(torch.tensor([math.nan]), 1.0)
+    with pytest.raises(ValueError, match="^temperature"):
+        S.binary_gumbel_softmax(torch.tensor([0.0]), 0.0)
+    with pytest.raises(TypeError, match="^logit"):
+        S.binary_gumbel_softmax([0.0], 1.0)
+    with pytest.raises(TypeError, match="^hard"):
+        S.binary_gumbel_softmax(torch.tensor([0.0]), 1.0, hard=1)
+    with pytest.raises(TypeError, match="^like"):
+        S.logistic_noise(torch.zeros(2, dtype=torch.long))
+
+# -------------------------------------------------------------------------------- the toy problem
+
 def test_toy_problem_exact_gradient_converges_biased_estimators_do_not():
     exact = S.train_binary_toy("exact", steps=1000, lr=0.5)
     relaxed = S.train_binary_toy("relaxed", steps=1000, lr=0.5, generator=gen(7))
@@ -128,6 +164,23 @@ def test_toy_problem_exact_gradient_converges_biased_estimators_do_not():
     assert exact[-1] < 0.03  # the optimum is P(z = 1) = 0
     assert relaxed[-200:].mean() > 0.25 and st_[-200:].mean() > 0.25  # stuck near the target 0.45
 
+
+def test_toy_problem_arguments():
+    same = S.train_binary_toy("relaxed", steps=np.int64(3), batch=np.int32(4), lr=np.float64(0.5), generator=gen(1))
+    torch.testing.assert_close(same, S.train_binary_toy("relaxed", steps=3, batch=4, lr=0.5, generator=gen(1)),
+                               rtol=0, atol=0)
+    with pytest.raises(ValueError, match="^estimator"):
+        S.train_binary_toy("reinforce")
+    for name, bad in (("steps", 3.0), ("steps", True), ("batch", 4.0), ("lr", "0.5"), ("init_logit", None)):
+        with pytest.raises(TypeError, match=f"^{name}"):
+            S.train_binary_toy("relaxed", **{name: bad})
+    for name, bad in (("steps", 0), ("batch", 0), ("lr", 0.0), ("temperature", 0.0)):
+        with pytest.raises(ValueError, match=f"^{name}"):
+            S.train_binary_toy("relaxed", **{name: bad})
+    # the exact gradient draws no samples: batch and temperature are not used, so not checked
+    assert S.train_binary_toy("exact", steps=2, batch=0, temperature=0.0).shape == (2,)
+
+# -------------------------------------------------------------------------------- expected objective and mean gradient
 
 def test_expected_objective_and_st_bias():
     logits = torch.tensor([0.5, -0.2, 0.1], dtype=torch.float64, requires_grad=True)
@@ -157,25 +210,6 @@ def test_mean_gradient_of_a_linear_objective_matches_autograd_of_the_mean():
     assert mean.sum().abs() < 1e-12  # softmax gradients sum to zero over categories
 
 
-# -------------------------------------------------------------------------------- review fixes
-
-def test_straight_through_names_a_device_mismatch_and_promotes_mixed_dtypes():
-    with pytest.raises(ValueError, match="soft on meta and hard on cpu.*hard.to"):
-        S.straight_through(torch.zeros(3, device="meta"), torch.zeros(3))
-    # chapter 6 pairs a float32 soft with a float64 hard: kept, the value is the float64 hard exactly
-    x = torch.tensor([0.3, -1.2, 2.0], requires_grad=True)
-    hard = (x > 0).double()
-    y = S.straight_through(torch.sigmoid(x), hard)
-    assert y.dtype == torch.float64 and torch.equal(y.detach(), hard)
-
-
-TARGET = torch.tensor([0.6, 0.4, 0.0], dtype=torch.float64)
-
-
-def squared_distance(v):
-    return ((v - TARGET) ** 2).sum(-1)
-
-
 @pytest.mark.parametrize("call", ["expected_objective", "mean_gradient"])
 def test_objective_and_mean_gradient_check_logits(call):
     def run(logits):
@@ -183,13 +217,27 @@ def test_objective_and_mean_gradient_check_logits(call):
             return S.expected_objective(logits, squared_distance)
         return S.mean_gradient(logits, squared_distance, 1.0, hard=True, num_samples=4, generator=gen(1))
 
-    with pytest.raises(ValueError, match=r"shape \(K,\).*got \(2, 3\).*once per row"):
+    with pytest.raises(ValueError, match=r"^logits must have shape \(K,\).*once per row"):
         run(torch.zeros(2, 3, dtype=torch.float64))
-    with pytest.raises(TypeError, match="floating-point tensor, got torch.int64"):
+    with pytest.raises(TypeError, match="^logits"):
         run(torch.tensor([1, 0, 2]))
     for bad in (math.nan, -math.inf):
-        with pytest.raises(ValueError, match="logits has NaN or infinite entries"):
+        with pytest.raises(ValueError, match="^logits has NaN or infinite entries"):
             run(torch.tensor([0.5, bad, 0.1], dtype=torch.float64))
+
+
+def test_mean_gradient_num_samples():
+    logits = torch.tensor([0.5, -0.2, 0.1], dtype=torch.float64)
+    mean, se = S.mean_gradient(logits, squared_distance, 1.0, True, np.int64(4), generator=gen(3))
+    torch.testing.assert_close((mean, se), S.mean_gradient(logits, squared_distance, 1.0, True, 4, generator=gen(3)),
+                               rtol=0, atol=0)
+    for bad in (4.0, True, "4"):
+        with pytest.raises(TypeError, match="^num_samples"):
+            S.mean_gradient(logits, squared_distance, 1.0, True, bad)
+    with pytest.raises(ValueError, match="^num_samples"):  # a standard error needs two samples
+        S.mean_gradient(logits, squared_distance, 1.0, True, 1)
+    with pytest.raises(TypeError, match="^hard"):
+        S.mean_gradient(logits, squared_distance, 1.0, 1, 4)
 
 
 def test_f_must_reduce_the_category_axis():
@@ -198,11 +246,11 @@ def test_f_must_reduce_the_category_axis():
     def unreduced(v):  # forgot .sum(-1)
         return (v - TARGET) ** 2
 
-    with pytest.raises(ValueError, match=r"f must map the \(K, K\) one-hot rows to \(K,\) values.*got shape \(3, 3\)"):
+    with pytest.raises(ValueError, match=r"^f must map the \(K, K\) one-hot rows to \(K,\) values.*got shape \(3, 3\)"):
         S.expected_objective(logits, unreduced)
-    with pytest.raises(ValueError, match=r"f must map the \(n, K\) samples to \(n,\) values.*got shape \(5, 3\)"):
+    with pytest.raises(ValueError, match=r"^f must map the \(n, K\) samples to \(n,\) values.*got shape \(5, 3\)"):
         S.mean_gradient(logits, unreduced, 1.0, hard=False, num_samples=5, generator=gen(2))
     with pytest.raises(ValueError, match=r"got shape \(\)"):
         S.mean_gradient(logits, lambda v: squared_distance(v).sum(), 1.0, hard=False, num_samples=5)
-    with pytest.raises(TypeError, match="f must return a torch.Tensor"):
+    with pytest.raises(TypeError, match="^f's value must be a torch.Tensor"):
         S.expected_objective(logits, lambda v: 1.0)
