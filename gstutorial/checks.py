@@ -22,6 +22,7 @@ from numbers import Integral, Real
 import torch
 
 __all__ = [
+    "as_float_tensor",
     "check_bool",
     "check_choice",
     "check_float_tensor",
@@ -123,6 +124,14 @@ def check_float_tensor(value: object, name: str) -> torch.Tensor:
     if _value_checks.get() and not torch.isfinite(value).all():
         raise ValueError(f"{name} has NaN or infinite entries; every entry must be finite")
     return value
+
+
+def as_float_tensor(value: object, name: str, like: torch.Tensor | None = None) -> torch.Tensor:
+    """A finite Python or NumPy real number as a 0-d tensor (``like``'s dtype and device, by default
+    the default dtype), or a floating-point tensor as given (:func:`check_float_tensor`)."""
+    if not isinstance(value, Real):  # bool is Real: check_real refuses it with a TypeError
+        return check_float_tensor(value, name)
+    return torch.tensor(check_real(value, name)) if like is None else like.new_tensor(check_real(value, name))
 
 
 def check_temperature(temperature: object, name: str = "temperature") -> float:

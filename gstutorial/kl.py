@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from numbers import Real
 
 import numpy as np
 import torch
 from scipy import integrate, optimize, stats
 
 from gstutorial.checks import (
+    as_float_tensor,
     check_choice,
-    check_float_tensor,
     check_int,
     check_real,
     check_tensor,
@@ -119,12 +118,6 @@ def _broadcast_shape(*named: tuple[str, torch.Tensor]) -> torch.Size:
                          "shape (or size 1 along an axis they share)") from None
 
 
-def _number_or_tensor(value: object, name: str) -> torch.Tensor:
-    """A finite Python or NumPy number as a 0-d tensor of the default dtype, or a floating-point tensor
-    as given (see :func:`~gstutorial.checks.check_float_tensor`)."""
-    return torch.tensor(check_real(value, name)) if isinstance(value, Real) else check_float_tensor(value, name)
-
-
 def kl_normal(mu_q: torch.Tensor | float, sigma_q: torch.Tensor | float, mu_p: torch.Tensor | float,
               sigma_p: torch.Tensor | float) -> torch.Tensor:
     r"""KL(N(μ_q, σ_q²) ‖ N(μ_p, σ_p²)) for diagonal Gaussians, summed over the last axis.
@@ -135,7 +128,7 @@ def kl_normal(mu_q: torch.Tensor | float, sigma_q: torch.Tensor | float, mu_p: t
     overflows, its log is taken as log σ_q − log σ_p, so the result is finite wherever the true KL is
     and ``inf`` (never NaN) where the true KL overflows the dtype.
     """
-    named = [(name, _number_or_tensor(t, name)) for name, t in
+    named = [(name, as_float_tensor(t, name)) for name, t in
              (("mu_q", mu_q), ("sigma_q", sigma_q), ("mu_p", mu_p), ("sigma_p", sigma_p))]
     _broadcast_shape(*named)
     mu_q, sigma_q, mu_p, sigma_p = (t for _, t in named)
@@ -163,7 +156,7 @@ def kl_normal_std(mu: torch.Tensor | float, logvar: torch.Tensor | float) -> tor
     for any finite input whose terms do not overflow, and ``inf`` (never NaN) when ``exp(logvar)`` or
     ``mu²`` does.
     """
-    mu, logvar = _number_or_tensor(mu, "mu"), _number_or_tensor(logvar, "logvar")
+    mu, logvar = as_float_tensor(mu, "mu"), as_float_tensor(logvar, "logvar")
     _broadcast_shape(("mu", mu), ("logvar", logvar))
     return -0.5 * (1.0 + logvar - mu.pow(2) - logvar.exp()).sum(-1)
 

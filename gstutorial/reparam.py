@@ -14,13 +14,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from numbers import Real
 
 import torch
 from torch.distributions import Normal
 
 from gstutorial import kl
-from gstutorial.checks import check_choice, check_float_tensor, check_int, check_real
+from gstutorial.checks import (
+    as_float_tensor,
+    check_choice,
+    check_float_tensor,
+    check_int,
+)
 
 __all__ = [
     "Objective",
@@ -163,17 +167,9 @@ def gaussian_elbo_estimate(log_likelihood: Function, mu: torch.Tensor, logvar: t
     return reconstruction.mean() - kl.kl_normal_std(mu, logvar)
 
 
-def _scalar(value: object, name: str, like: torch.Tensor | None = None) -> torch.Tensor:
-    """A finite Python or NumPy number as a 0-d tensor (``like``'s dtype and device, by default the
-    default dtype), or a floating-point tensor as given."""
-    if not isinstance(value, Real):
-        return check_float_tensor(value, name)
-    return torch.tensor(check_real(value, name)) if like is None else like.new_tensor(check_real(value, name))
-
-
 def _check_gaussian_params(mu: object, sigma: object) -> tuple[torch.Tensor, torch.Tensor]:
-    mu = _scalar(mu, "mu")
-    sigma = _scalar(sigma, "sigma", like=mu)
+    mu = as_float_tensor(mu, "mu")
+    sigma = as_float_tensor(sigma, "sigma", like=mu)
     if mu.ndim != 0 or sigma.ndim != 0:
         raise ValueError(f"mu and sigma must be scalars (0-d tensors or numbers), got shapes "
                          f"{tuple(mu.shape)} and {tuple(sigma.shape)}")
@@ -297,7 +293,7 @@ def bernoulli_score_function_gradient(f: Function, p: torch.Tensor | float, num_
     -------
     Tensor, shape (num_samples,)
     """
-    p = _scalar(p, "p")
+    p = as_float_tensor(p, "p")
     if p.ndim != 0 or not 0 < p.item() < 1:
         raise ValueError(f"p must be one probability strictly between 0 and 1, got {p.tolist()}")
     num_samples = check_int(num_samples, "num_samples", minimum=1)
