@@ -261,13 +261,25 @@ def _load_run_data(args: argparse.Namespace, device: torch.device, test_binarize
 
 @restoring_subnormal_mode()  # subnormals are flushed while a run trains; an in-process caller gets its mode back
 def run(args: argparse.Namespace) -> int:
-    """Run one parsed subcommand: train (or resume), score, write the files; return the exit status."""
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
-    if not args.keep_subnormals:  # before any tensor work, so PyTorch's worker threads inherit it
-        flush_subnormals()
+    """Run one parsed subcommand: train (or resume), score, write the files; return the exit status.
+
+    Run in-process (a notebook, a test), it leaves the caller's thread count and subnormal mode as
+    it found them.
+    """
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    threads = torch.get_num_threads()
+    try:
+        if args.threads is not None:
+            torch.set_num_threads(args.threads)
+        if not args.keep_subnormals:  # before any tensor work, so PyTorch's worker threads inherit it
+            flush_subnormals()
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args: argparse.Namespace) -> int:
     job = _JOBS[args.model](args)
     device = get_device(args.device)
     train_x, test_x, test_y = _load_run_data(args, device, job.test_binarize, job.image_size)
@@ -299,8 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return run(args)
-    except (ValueError, TypeError, CheckpointMismatchError, MNISTDataError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (ValueError, TypeError, CheckpointMismatchError, MNISTDataError, FloatingPointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)  # divergence too: its message says how to resume
         return 2
 
 

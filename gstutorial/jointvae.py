@@ -279,8 +279,12 @@ class JointVAE(nn.Module):
 
         They are used only for scoring (never for training) and are not part of the state dict.
         """
-        if labels is not None and check_tensor(labels, "labels", floating=False).ndim != 1:
-            raise ValueError(f"labels must be a 1-D tensor of class indices (or None), got shape {tuple(labels.shape)}")
+        if labels is not None:
+            if check_tensor(labels, "labels", floating=False).is_floating_point():
+                raise TypeError(f"labels must hold integer class indices, got {labels.dtype}")
+            if labels.ndim != 1:
+                raise ValueError(f"labels must be a 1-D tensor of class indices (or None), got shape "
+                                 f"{tuple(labels.shape)}")
         self._eval_labels = labels
 
     @torch.no_grad()

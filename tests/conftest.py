@@ -23,6 +23,12 @@ def mnist_raw() -> Path:
     return raw
 
 
+@pytest.fixture(scope="session")
+def mnist_root(mnist_raw: Path) -> Path:
+    """The data root that holds ``MNIST/raw`` (what ``--data-root`` and ``load_mnist(root=...)`` take)."""
+    return mnist_raw.parent.parent
+
+
 @pytest.fixture
 def mnist_copy(tmp_path: Path, mnist_raw: Path) -> Path:
     """A private data root holding a copy of the four raw files (safe to damage)."""
@@ -66,7 +72,8 @@ def _default_dtype_is_restored():
 def _arithmetic_settings_are_restored():
     """Fail a test that leaves subnormals flushed (the command lines must put the caller's setting
     back) or the package's value checks off (they must be restored by their with-block)."""
-    from gstutorial.utils import subnormals_flushed, value_checks_enabled
+    from gstutorial.checks import value_checks_enabled
+    from gstutorial.runtime import subnormals_flushed
 
     yield
     flushed, checks = subnormals_flushed(), value_checks_enabled()

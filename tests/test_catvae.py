@@ -15,12 +15,12 @@ from gstutorial.catvae import (
     importance_weighted_bound,
     kl_to_uniform,
     negative_elbo,
-    one_hot_sample,
     parse_latent,
-    reconstruction_nll,
 )
+from gstutorial.engine import TrainableModel
 from gstutorial.estimators import ESTIMATORS as LAB_ESTIMATORS
-from gstutorial.gumbel import gumbel_noise
+from gstutorial.gumbel import gumbel_noise, one_hot_sample
+from gstutorial.nets import reconstruction_nll
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -83,6 +83,9 @@ def test_config_round_trip():
     clone = CategoricalVAE.from_config(model.config())
     clone.load_state_dict(model.state_dict())
     assert clone.config() == model.config()
+    assert isinstance(model, TrainableModel)   # what the engine needs: loss, config, from_config
+    with pytest.raises(ValueError, match="jointvae"):
+        CategoricalVAE.from_config({**model.config(), "model": "jointvae"})
 
 
 def test_parse_latent():
@@ -151,13 +154,6 @@ def test_kl_term_is_chapter_ones_function():
     torch.testing.assert_close(kl_to_uniform(logits), kl.kl_categorical(probs, uniform).sum(-1))
     assert kl_to_uniform(torch.zeros(2, 20, 10, dtype=torch.float64)).abs().max() < 1e-12  # q uniform: KL 0
     assert kl_to_uniform(torch.tensor([[[60.0] + [0.0] * 9]], dtype=torch.float64)).item() == pytest.approx(math.log(10), abs=1e-12)
-
-
-def test_reconstruction_nll_is_the_summed_bernoulli_nll():
-    r = torch.randn(3, 784, dtype=torch.float64)
-    x = binary_batch(3).double()
-    expected = -torch.distributions.Bernoulli(logits=r).log_prob(x).sum(-1)
-    torch.testing.assert_close(reconstruction_nll(r, x), expected)
 
 
 def test_gradients_reach_the_encoder_for_both_estimators():
@@ -233,7 +229,7 @@ def test_bad_latent_spec(spec):
 def test_bad_constructor_arguments():
     with pytest.raises(ValueError, match="latent_dim"):
         CategoricalVAE(0, 10)
-    with pytest.raises(ValueError, match="num_categories.*one class"):
+    with pytest.raises(ValueError, match="num_categories"):
         CategoricalVAE(20, 1)
     with pytest.raises(TypeError, match="latent_dim"):
         CategoricalVAE(20.0, 10)
@@ -242,11 +238,11 @@ def test_bad_constructor_arguments():
 
 
 @pytest.mark.parametrize(("hidden", "error", "match"), [
-    ((64.7,), TypeError, r"hidden widths must be ints, got 64\.7 \(float\)"),
-    ((32, True), TypeError, r"hidden widths must be ints, got True \(bool\)"),
-    (("64",), TypeError, r"hidden widths must be ints, got '64' \(str\)"),
-    ((0,), ValueError, r"hidden widths and input_dim must be positive"),
-    ((), ValueError, r"hidden widths and input_dim must be positive"),
+    ((64.7,), TypeError, "hidden width"),
+    ((32, True), TypeError, "hidden width"),
+    (("64",), TypeError, "hidden width"),
+    ((0,), ValueError, "hidden width"),
+    ((), ValueError, "hidden"),
 ])
 def test_hidden_widths_must_be_positive_ints(hidden, error, match):
     with pytest.raises(error, match=match):
@@ -254,10 +250,12 @@ def test_hidden_widths_must_be_positive_ints(hidden, error, match):
 
 
 def test_input_dim_must_be_an_int():
-    with pytest.raises(TypeError, match=r"input_dim must be an int .* got 784\.5"):
+    with pytest.raises(TypeError, match="input_dim"):
         CategoricalVAE(2, 3, input_dim=784.5)
-    with pytest.raises(TypeError, match="input_dim must be an int"):
+    with pytest.raises(TypeError, match="input_dim"):
         CategoricalVAE(2, 3, input_dim=True)
+    with pytest.raises(ValueError, match="input_dim"):
+        CategoricalVAE(2, 3, input_dim=0)
 
 
 def test_integer_hidden_widths_build_exactly_those_layers():
@@ -268,12 +266,9 @@ def test_integer_hidden_widths_build_exactly_those_layers():
     assert [m.out_features for m in model.encoder if isinstance(m, torch.nn.Linear)] == [7, 5, 6]
 
 
-@pytest.mark.parametrize(("num", "error", "match"), [
-    (0, ValueError, "num must be >= 1, got 0"), (-2, ValueError, "num must be >= 1, got -2"),
-    (2.0, TypeError, "num must be an int, got float"), (True, TypeError, "num must be an int, got bool"),
-])
-def test_sample_prior_rejects_bad_counts(num, error, match):
-    with pytest.raises(error, match=match):
+@pytest.mark.parametrize(("num", "error"), [(0, ValueError), (-2, ValueError), (2.0, TypeError), (True, TypeError)])
+def test_sample_prior_rejects_bad_counts(num, error):
+    with pytest.raises(error, match="^num"):
         tiny_model().sample_prior(num)
 
 
@@ -307,9 +302,9 @@ def test_bad_inputs():
         model.decode(torch.zeros(2, 200))  # flat logits instead of (B, N, K) codes
     with pytest.raises(ValueError, match="num_samples"):
         importance_weighted_bound(model, binary_batch(2), 0)
-    with pytest.raises(ValueError, match="needs a temperature"):
+    with pytest.raises(ValueError, match="temperature"):
         negative_elbo(model, binary_batch(2))
-    with pytest.raises(ValueError, match=r"logits must have shape \(B, N, K\), got \(5, 10\).*unsqueeze\(1\)"):
+    with pytest.raises(ValueError, match="^logits"):
         kl_to_uniform(torch.zeros(5, 10))  # it summed over the batch and returned one number
 
 
@@ -383,11 +378,15 @@ def test_chapter_seven_configs_are_unchanged_and_lab_configs_round_trip():
 def test_lab_estimator_errors():
     with pytest.raises(ValueError, match="gstutorial.estimators"):
         CategoricalVAE(20, 10, estimator="rebar")
-    with pytest.raises(ValueError, match="num_samples >= 2"):
+    with pytest.raises(ValueError, match="num_samples"):
         CategoricalVAE(20, 10, estimator="reinforce_loo")
     with pytest.raises(ValueError, match="chapter 9's estimators only"):
         CategoricalVAE(20, 10, estimator="gs", num_samples=4)
-    with pytest.raises(ValueError, match="positive int"):
+    with pytest.raises(ValueError, match="k must be"):
         CategoricalVAE(20, 10, estimator="gumbel_rao", k=0)
-    with pytest.raises(ValueError, match="ReinMax needs temperature >= 1"):
+    with pytest.raises(TypeError, match="num_samples"):
+        CategoricalVAE(20, 10, estimator="reinforce", num_samples=2.0)
+    with pytest.raises(TypeError, match="k must be"):
+        CategoricalVAE(20, 10, estimator="gumbel_rao", k=True)
+    with pytest.raises(ValueError, match="temperature"):
         lab_model("reinmax").loss(binary_batch(2).double(), 0.5)

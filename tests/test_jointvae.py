@@ -1,9 +1,9 @@
-"""Tests for chapter 8's Joint VAE: capacity schedule, KL terms, Hungarian matching, engine round trip."""
+"""Chapter 8's Joint VAE: capacity schedule, the objective and its KL terms, evaluation, argument
+errors, the convolutional architectures, and a short run through the engine with its checkpoints.
+(What a trained model learned is tests/test_analysis.py; the command line is tests/test_cli.py.)"""
 
 from __future__ import annotations
 
-import argparse
-import itertools
 import json
 import math
 
@@ -11,27 +11,16 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from gstutorial import kl, train
-from gstutorial.catvae import reconstruction_nll
-from gstutorial.data import binarize_fixed, load_mnist, resize_images
-from gstutorial.jointvae import (
-    PAPER_SETTINGS,
-    JointVAE,
-    add_cli,
-    capacity_at,
-    cluster_accuracy,
-    conv_encoder,
-    default_train_config,
-    kl_per_dimension,
-    main,
-    plot_confusion,
-    predict_clusters,
-    run_cli,
-    traverse,
-)
+from gstutorial import kl
+from gstutorial.analysis import cluster_accuracy, predict_clusters
+from gstutorial.checkpoints import build_model, export_weights, load_model
+from gstutorial.data import load_mnist
+from gstutorial.engine import CheckpointMismatchError, TrainableModel, train
+from gstutorial.jointvae import PAPER_SETTINGS, JointVAE, capacity_at, default_train_config
+from gstutorial.nets import reconstruction_nll
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 SMALL = {"hidden": (32, 16)}
 
@@ -180,43 +169,8 @@ def test_shapes():
     mu, logvar, logits = model.encode(x)
     assert mu.shape == logvar.shape == (3, 5) and logits.shape == (3, 7)
     assert model.decode(mu, torch.softmax(logits, -1)).shape == (3, 784)
-    assert model.sample_prior(4, torch.Generator().manual_seed(0)).shape == (4, 784)
-    assert predict_clusters(model, x).shape == (3,)
-    assert kl_per_dimension(model, x).shape == (5,)
-    grid = traverse(model, 2, torch.linspace(-2, 2, 6))
-    assert grid.shape == (7, 6, 784) and bool(((grid >= 0) & (grid <= 1)).all())
-    assert traverse(model, 0, [0.0, 1.0], categories=[3, 1]).shape == (2, 2, 784)
-
-
-def test_kl_per_dimension_is_the_mean_kl_of_each_latent():
-    torch.manual_seed(0)
-    model = JointVAE(4, 3, **SMALL)
-    with torch.no_grad():   # give the latents clearly different posteriors: mean 0, 1, 2, 3 and variance e^0 ... e^-3
-        model.encoder[-1].bias[:4] += torch.arange(4.0)
-        model.encoder[-1].bias[4:8] -= torch.arange(4.0)
-    x = binary_batch(10)
-    per_dim = kl_per_dimension(model, x, batch_size=3)   # chunks of 3, 3, 3 and 1 images
-    mu, logvar, _ = model.encode(x)                      # deterministic: the same mu, logvar every call
-    q = torch.distributions.Normal(mu.double(), (0.5 * logvar.double()).exp())
-    expected = torch.distributions.kl_divergence(q, torch.distributions.Normal(0.0, 1.0)).mean(0)
-    assert per_dim.shape == (4,) and per_dim.dtype == torch.float64
-    torch.testing.assert_close(per_dim, expected, rtol=1e-5, atol=1e-6)
-    assert per_dim[3] > 3 * per_dim[1] > 0              # far from an even split of the total
-    # summed over the latents it is the objective's continuous KL (and evaluate's kl_cont)
-    total = kl.kl_normal_std(mu, logvar).mean().item()
-    assert per_dim.sum().item() == pytest.approx(total, rel=1e-5)
-    assert model.evaluate(x, 0.67)["kl_cont"] == pytest.approx(total, rel=1e-5)
-    torch.testing.assert_close(kl_per_dimension(model, x), per_dim)   # one chunk: the same values
-
-
-def test_traverse_rows_are_the_decoded_codes():
-    torch.manual_seed(0)
-    model = JointVAE(3, 4, **SMALL)
-    values = torch.tensor([-1.0, 0.5])
-    grid = traverse(model, 1, values, categories=[2])
-    z_cont = torch.zeros(2, 3)
-    z_cont[:, 1] = values
-    torch.testing.assert_close(grid[0], torch.sigmoid(model.decode(z_cont, F.one_hot(torch.tensor([2, 2]), 4).float())))
+    images = model.sample_prior(4, torch.Generator().manual_seed(0))
+    assert images.shape == (4, 784) and bool(((images >= 0) & (images <= 1)).all())
 
 
 # ------------------------------------------------------------------------------------------------
@@ -255,21 +209,23 @@ def test_loss_rejects_bad_images_and_steps():
         model.loss(binary_batch(2), 0.67, None, -1)
     with pytest.raises(ValueError, match="z_disc"):
         model.decode(torch.zeros(2, 10), torch.zeros(2, 3))
-    with pytest.raises(ValueError, match=r"images must have shape \(batch, 784\), got \(2, 780\)"):
-        model.encode(torch.zeros(2, 780))  # torch's matrix-size error before
-    with pytest.raises(ValueError, match="dim"):
-        traverse(model, 10, [0.0])
+    with pytest.raises(ValueError, match=r"^images must have shape \(batch, 784\)"):
+        model.encode(torch.zeros(2, 780))  # named, not torch's matrix-size error
+    with pytest.raises(TypeError, match="z_cont"):
+        model.decode(np.zeros((2, 10)), torch.zeros(2, 10))
+    with pytest.raises(ValueError, match="z_cont and z_disc"):
+        model.decode(torch.zeros(2, 10), torch.zeros(3, 10))
 
 
 def test_evaluate_rejects_bad_batch_sizes_and_mismatched_labels():
     model = JointVAE(**SMALL)
     x = binary_batch(4)
-    with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="^batch_size"):
         model.evaluate(x, 0.67, batch_size=0)
-    with pytest.raises(TypeError, match="batch_size must be an int, got float"):
+    with pytest.raises(TypeError, match="^batch_size"):
         model.evaluate(x, 0.67, batch_size=2.0)
     model.set_eval_labels(torch.tensor([0, 1, 2]))
-    with pytest.raises(ValueError, match="evaluation labels hold 3 labels but x holds 4 images"):
+    with pytest.raises(ValueError, match="labels"):
         model.evaluate(x, 0.67)
     model.set_eval_labels(torch.tensor([0, 1, 2, 1]))
     clusters = model.encode(x)[2].argmax(-1)
@@ -277,99 +233,70 @@ def test_evaluate_rejects_bad_batch_sizes_and_mismatched_labels():
         clusters, torch.tensor([0, 1, 2, 1]), 10).accuracy
     model.set_eval_labels(None)
     assert "cluster_acc" not in model.evaluate(x, 0.67)
+    with pytest.raises(ValueError, match="^labels"):
+        model.set_eval_labels(torch.zeros(2, 2, dtype=torch.long))
+    with pytest.raises(TypeError, match="^labels"):
+        model.set_eval_labels(torch.tensor([0.0, 1.0, 2.0, 1.0]))
 
 
 def test_sample_prior_rejects_bad_counts():
     model = JointVAE(**SMALL)
-    with pytest.raises(ValueError, match="num must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="^num"):
         model.sample_prior(0)
-    with pytest.raises(TypeError, match="num must be an int, got float"):
+    with pytest.raises(TypeError, match="^num"):
         model.sample_prior(2.0)
 
 
-def test_config_round_trip_and_registry():
-    model = JointVAE(4, 6, cont_capacity=3.0, disc_gamma=10.0, **SMALL)
+def test_config_round_trip():
+    model = JointVAE(4, 6, cont_capacity=3.0, disc_gamma=10.0, cont_delay=7, **SMALL)
     clone = JointVAE.from_config(model.config())
     assert clone.config() == model.config()
     assert json.loads(json.dumps(model.config())) == model.config()
     with pytest.raises(ValueError, match="catvae"):
         JointVAE.from_config({**model.config(), "model": "catvae"})
-    assert train.MODEL_REGISTRY["jointvae"] == JointVAE.from_config
-    assert isinstance(train.build_model(model.config()), JointVAE)
+    assert build_model(model.config()).config() == model.config()
+    assert isinstance(model, TrainableModel)   # what the engine needs: loss, config, from_config
 
 
-def test_paper_defaults():
-    model = JointVAE()
-    assert (model.continuous_dim, model.num_categories) == (10, 10)
-    assert (model.cont_capacity, model.disc_capacity, model.cont_iters, model.disc_iters) == (5.0, 5.0, 25_000, 25_000)
-    assert (model.cont_gamma, model.disc_gamma) == (30.0, 30.0)
-    config = default_train_config()
-    assert (config.batch_size, config.lr) == (64, 5e-4)
-    assert config.temperature(0) == config.temperature(10**6) == PAPER_SETTINGS["temperature"] == 0.67
+def test_defaults_are_the_paper_settings():
+    """The model's defaults, default_train_config and PAPER_SETTINGS describe one setting."""
+    model = JointVAE().config()
+    assert {k: model[k] for k in PAPER_SETTINGS if k in model} == {
+        k: v for k, v in PAPER_SETTINGS.items() if k in model}
+    config = default_train_config(epochs=3, seed=4)
+    assert (config.epochs, config.seed, config.batch_size, config.lr) == (
+        3, 4, PAPER_SETTINGS["batch_size"], PAPER_SETTINGS["lr"])
+    # a fixed temperature: no annealing at any step
+    assert config.temperature(0) == config.temperature(10**6) == PAPER_SETTINGS["temperature"]
+    assert default_train_config(batch_size=32, binarize=False).batch_size == 32
 
 
-# ------------------------------------------------------------------------------------------------
-# Hungarian-matching cluster accuracy
-# ------------------------------------------------------------------------------------------------
-
-def test_permuted_labelling_scores_one():
-    labels = np.repeat(np.arange(10), 7)
-    perm = np.random.default_rng(0).permutation(10)
-    clusters = perm[labels]                      # cluster c = perm[label]
-    result = cluster_accuracy(clusters, labels)
-    assert result.accuracy == 1.0
-    assert np.array_equal(result.mapping[perm], np.arange(10))   # cluster perm[k] maps back to k
-    assert np.array_equal(result.confusion, np.diag(np.full(10, 7)))
+@pytest.mark.parametrize(("kwargs", "name"), [
+    ({"continuous_dim": 2.0}, "continuous_dim"), ({"num_categories": True}, "num_categories"),
+    ({"cont_iters": 100.5}, "cont_iters"), ({"cont_delay": "0"}, "cont_delay"),
+    ({"cont_capacity": "5"}, "cont_capacity"), ({"disc_gamma": False}, "disc_gamma"),
+    ({"input_dim": 784.0}, "input_dim"), ({"hidden": (32.5,)}, "hidden width"),
+])
+def test_constructor_rejects_wrong_types(kwargs, name):
+    with pytest.raises(TypeError, match=name):
+        JointVAE(**{**SMALL, **kwargs})
 
 
-def test_known_confusion():
-    # contingency (cluster × label): cluster 0 holds 8 of label 1 and 2 of label 0, cluster 1 holds
-    # 5 of label 0 and 1 of label 2, cluster 2 holds 4 of label 2 and 3 of label 1 and 2 of label 0.
-    table = np.array([[2, 8, 0], [5, 0, 1], [2, 3, 4]])
-    clusters = np.repeat(np.arange(3), table.sum(1))
-    labels = np.concatenate([np.repeat(np.arange(3), row) for row in table])
-    result = cluster_accuracy(torch.as_tensor(clusters), torch.as_tensor(labels))
-    assert np.array_equal(result.contingency, table)
-    assert result.mapping.tolist() == [1, 0, 2]
-    assert result.accuracy == pytest.approx((8 + 5 + 4) / 25)
-    assert result.confusion.tolist() == [[5, 2, 2], [0, 8, 3], [1, 0, 4]]   # true × predicted
-
-
-def test_more_clusters_than_labels():
-    result = cluster_accuracy([0, 0, 1, 2, 2, 2], [0, 0, 1, 1, 1, 1], num_classes=2)
-    assert result.mapping.tolist() == [0, -1, 1]
-    assert result.accuracy == pytest.approx(5 / 6)
-
-
-@settings(max_examples=30, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3)), min_size=1, max_size=40))
-def test_hungarian_equals_brute_force(pairs):
-    clusters, labels = (np.array(v) for v in zip(*pairs, strict=True))
-    best = max(sum(int(perm[c] == y) for c, y in pairs) for perm in itertools.permutations(range(4)))
-    assert cluster_accuracy(clusters, labels, 4, 4).accuracy == pytest.approx(best / len(pairs))
-
-
-def test_cluster_accuracy_rejects_bad_input():
-    with pytest.raises(ValueError, match="same length"):
-        cluster_accuracy([0, 1], [0])
-    with pytest.raises(ValueError, match="at least one"):
-        cluster_accuracy([], [])
-    with pytest.raises(TypeError, match="integer"):
-        cluster_accuracy([0.5], [0])
-    with pytest.raises(ValueError, match="out of range"):
-        cluster_accuracy([3], [0], num_clusters=2)
+def test_constructor_accepts_numpy_numbers():
+    model = JointVAE(np.int64(3), np.int32(4), cont_capacity=np.float32(2.5), cont_iters=np.int64(10),
+                     hidden=(np.int64(8),))
+    assert model.config()["continuous_dim"] == 3 and type(model.config()["cont_iters"]) is int
+    assert json.loads(json.dumps(model.config())) == model.config()   # plain Python numbers
 
 
 # ------------------------------------------------------------------------------------------------
-# Through the engine: a short run, checkpoints, the command line
+# Through the engine: a short run, checkpoints
 # ------------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def mnist_small(mnist_raw):
-    from gstutorial.data import load_mnist
-
-    train_x, _ = load_mnist("train", mnist_raw.parents[1])
-    test_x, test_y = load_mnist("test", mnist_raw.parents[1], binarize="fixed")
+def mnist_small(mnist_root):
+    train_x, _ = load_mnist("train", mnist_root)
+    test_x, test_y = load_mnist("test", mnist_root, binarize="fixed")
     return train_x[:640], test_x[:300], test_y[:300]
 
 
@@ -379,7 +306,7 @@ def test_short_training_run_decreases_the_loss(mnist_small, tmp_path):
     model = JointVAE(cont_iters=50, disc_iters=50, hidden=(128, 64))
     model.set_eval_labels(test_y)
     config = default_train_config(epochs=4, seed=0)
-    result = train.train(model, train_x, config, test_x=test_x, out_dir=tmp_path, device="cpu", progress=False)
+    result = train(model, train_x, config, test_x=test_x, out_dir=tmp_path, device="cpu", progress=False)
     losses = [row["loss"] for row in result.history]
     assert losses[-1] < losses[0] - 20
     last = result.history[-1]
@@ -391,7 +318,7 @@ def test_short_training_run_decreases_the_loss(mnist_small, tmp_path):
     assert last["c_disc"] == pytest.approx(math.log(10))        # 10 steps/epoch: 5·30/50 > log 10 in epoch 4
 
     # checkpoint round trip: same weights, same deterministic outputs
-    loaded, meta = train.load_model(tmp_path / "checkpoint.pt", device="cpu")
+    loaded, meta = load_model(tmp_path / "checkpoint.pt", device="cpu")
     assert isinstance(loaded, JointVAE) and loaded.config() == model.config()
     assert meta["history"] == result.history
     for key, value in model.state_dict().items():
@@ -399,77 +326,14 @@ def test_short_training_run_decreases_the_loss(mnist_small, tmp_path):
     torch.testing.assert_close(loaded(test_x, 0.67)[0], model(test_x, 0.67)[0])
 
     # fp16 weights file
-    path = train.export_weights(model, tmp_path / "w.pt", history=result.history)
-    half, _ = train.load_model(path, device="cpu")
+    path = export_weights(model, tmp_path / "w.pt", history=result.history)
+    half, _ = load_model(path, device="cpu")
     assert (predict_clusters(half, test_x) == predict_clusters(model, test_x)).float().mean() > 0.98
 
     # resuming with another capacity is refused
     other = JointVAE(cont_iters=50, disc_iters=50, disc_capacity=1.0, hidden=(128, 64))
-    with pytest.raises(train.CheckpointMismatchError, match="disc_capacity"):
-        train.train(other, train_x, config, out_dir=tmp_path, device="cpu", progress=False)
-
-
-def test_command_line(mnist_raw, tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--help"])
-    assert exit_info.value.code == 0
-    assert "--disc-capacity" in capsys.readouterr().out
-
-    parser = argparse.ArgumentParser(prog="python -m gstutorial.train")
-    sub = parser.add_subparsers(dest="model")
-    add_cli(sub)
-    args = parser.parse_args(["jointvae", "--epochs", "1", "--train-size", "128", "--out", str(tmp_path / "run"),
-                              "--data-root", str(mnist_raw.parents[1]), "--device", "cpu", "--quiet",
-                              "--export", str(tmp_path / "w.pt")])
-    assert (args.batch_size, args.lr, args.temperature, args.disc_gamma) == (64, 5e-4, 0.67, 30.0)
-    assert run_cli(args) == 0
-    final = json.loads((tmp_path / "run" / "final_metrics.json").read_text())
-    assert np.array(final["confusion"]).sum() == 10_000
-    assert (tmp_path / "w.pt").is_file()
-    assert final["test_set"].startswith("MNIST test, fixed binarization")
-    # the reported scores are those of the saved model's argmax codes on the fixed binarization of the test set
-    model, _ = train.load_model(tmp_path / "run" / "checkpoint.pt", device="cpu")
-    binary_test, labels = load_mnist("test", mnist_raw.parents[1], binarize="fixed")
-    with torch.no_grad():
-        codes = model.encode(binary_test)[2].argmax(-1)
-    expected = cluster_accuracy(codes, labels, 10, 10)
-    assert final["cluster_accuracy"] == final["test_cluster_acc"] == expected.accuracy >= 0.1
-    assert final["mapping"] == expected.mapping.tolist() and final["confusion"] == expected.confusion.tolist()
-
-    # --intensities: trained and scored on grey levels; the run's checkpoint records it
-    grey = parser.parse_args(["jointvae", "--epochs", "1", "--train-size", "128", "--out", str(tmp_path / "grey"),
-                              "--data-root", str(mnist_raw.parents[1]), "--device", "cpu", "--quiet",
-                              "--intensities"])
-    assert run_cli(grey) == 0
-    final = json.loads((tmp_path / "grey" / "final_metrics.json").read_text())
-    assert final["test_set"].startswith("MNIST test, intensities") and np.array(final["confusion"]).sum() == 10_000
-    assert train.load_checkpoint(tmp_path / "grey" / "checkpoint.pt")["train_config"]["binarize"] is False
-    model, _ = train.load_model(tmp_path / "grey" / "checkpoint.pt", device="cpu")
-    grey_test, labels = load_mnist("test", mnist_raw.parents[1])
-    with torch.no_grad():
-        grey_codes = model.encode(grey_test)[2].argmax(-1)
-        binary_codes = model.encode(binarize_fixed(grey_test, seed=0))[2].argmax(-1)
-    assert final["cluster_accuracy"] == cluster_accuracy(grey_codes, labels, 10, 10).accuracy
-    assert final["cluster_accuracy_binarized_test"] == cluster_accuracy(binary_codes, labels, 10, 10).accuracy
-    assert "cluster_accuracy_binarized_test" not in json.loads((tmp_path / "run" / "final_metrics.json").read_text())
-
-    # --architecture conv32: Dupont's network on grey levels resized to 32x32; the binarized
-    # score is that of the same model on the fixed binarization of the resized test set
-    c32 = parser.parse_args(["jointvae", "--epochs", "1", "--train-size", "128", "--out", str(tmp_path / "c32"),
-                             "--data-root", str(mnist_raw.parents[1]), "--device", "cpu", "--quiet",
-                             "--intensities", "--architecture", "conv32"])
-    assert run_cli(c32) == 0
-    final = json.loads((tmp_path / "c32" / "final_metrics.json").read_text())
-    assert final["test_set"] == ("MNIST test, intensities (load_mnist binarize='none'), resized to 32x32 "
-                                 "(resize_images)")
-    model, _ = train.load_model(tmp_path / "c32" / "checkpoint.pt", device="cpu")
-    assert model.architecture == "conv32" and model.input_dim == 1024
-    binary_test = binarize_fixed(resize_images(grey_test, 32), seed=0)
-    expected = cluster_accuracy(predict_clusters(model, binary_test), labels, 10, 10).accuracy
-    assert final["cluster_accuracy_binarized_test"] == expected
-
-    assert main(["--epochs", "1", "--temperature", "0", "--out", str(tmp_path / "bad")]) == 2
-    assert "temperature" in capsys.readouterr().err
+    with pytest.raises(CheckpointMismatchError, match="disc_capacity"):
+        train(other, train_x, config, out_dir=tmp_path, device="cpu", progress=False)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -486,7 +350,7 @@ def test_conv_architecture_shapes_gradients_and_config():
     assert isinstance(model.encoder[1], torch.nn.Conv2d) and isinstance(model.decoder[-2], torch.nn.ConvTranspose2d)
     model.loss(x, 0.67, torch.Generator().manual_seed(0), 100)["loss"].backward()
     assert model.encoder[1].weight.grad.abs().sum() > 0 and model.decoder[-2].weight.grad.abs().sum() > 0
-    clone = train.build_model(model.config())
+    clone = build_model(model.config())
     assert clone.architecture == "conv" and clone.config() == model.config()
     assert "architecture='conv'" in model.extra_repr()
 
@@ -511,20 +375,18 @@ def test_conv32_is_duponts_network_on_32x32_images():
     assert JointVAE(architecture="conv").encoder[5].kernel_size == (3, 3)
     model.loss(x, 0.67, torch.Generator().manual_seed(0), 100)["loss"].backward()
     assert model.encoder[1].weight.grad.abs().sum() > 0
-    clone = train.build_model(model.config())
+    clone = build_model(model.config())
     assert clone.architecture == "conv32" and clone.config() == model.config()
     assert "architecture='conv32'" in model.extra_repr()
 
 
 def test_architecture_rejects_bad_values():
-    with pytest.raises(ValueError, match="architecture must be one of"):
+    with pytest.raises(ValueError, match="^architecture"):
         JointVAE(architecture="resnet")
-    with pytest.raises(ValueError, match="28x28"):
+    with pytest.raises(ValueError, match="input_dim"):
         JointVAE(input_dim=100, architecture="conv")
-    with pytest.raises(ValueError, match="32x32 images \\(input_dim 1024\\), got input_dim 784"):
+    with pytest.raises(ValueError, match="input_dim"):
         JointVAE(input_dim=784, architecture="conv32")
-    with pytest.raises(ValueError, match="image_size must be 28 or 32"):
-        conv_encoder(10, image_size=64)
 
 
 def test_checkpoint_config_written_before_the_architecture_option_still_resumes(mnist_small, tmp_path):
@@ -532,30 +394,13 @@ def test_checkpoint_config_written_before_the_architecture_option_still_resumes(
     torch.manual_seed(0)
     model = JointVAE(**SMALL)
     config = default_train_config(epochs=1, seed=0)
-    train.train(model, train_x, config, out_dir=tmp_path, device="cpu", progress=False)
+    train(model, train_x, config, out_dir=tmp_path, device="cpu", progress=False)
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     del state["model_config"]["architecture"]          # the configuration as older code wrote it
     torch.save(state, tmp_path / "checkpoint.pt")
-    resumed = train.train(JointVAE(**SMALL), train_x, default_train_config(epochs=2, seed=0), out_dir=tmp_path,
+    resumed = train(JointVAE(**SMALL), train_x, default_train_config(epochs=2, seed=0), out_dir=tmp_path,
                           device="cpu", progress=False)
     assert resumed.history[-1]["epoch"] == 2
-    with pytest.raises(train.CheckpointMismatchError, match="architecture"):
-        train.train(JointVAE(architecture="conv"), train_x, default_train_config(epochs=3, seed=0),
+    with pytest.raises(CheckpointMismatchError, match="architecture"):
+        train(JointVAE(architecture="conv"), train_x, default_train_config(epochs=3, seed=0),
                     out_dir=tmp_path, device="cpu", progress=False)
-
-
-def test_plot_confusion_draws_every_count():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    confusion = np.array([[5, 1, 0], [0, 7, 2], [3, 0, 9]])
-    ax = plot_confusion(confusion, "toy")
-    assert ax.get_title() == "toy" and ax.get_xlabel() == "predicted digit (matched code)"
-    assert sorted(int(t.get_text()) for t in ax.texts) == sorted(confusion.ravel().tolist())
-    dark = [t.get_text() for t in ax.texts if t.get_color() == "white"]
-    assert sorted(dark) == ["5", "7", "9"]            # counts above half the maximum are drawn in white
-    plt.close(ax.figure)
-    with pytest.raises(ValueError, match="square"):
-        plot_confusion(np.zeros((2, 3)), "bad")

@@ -33,6 +33,7 @@ def stream_text(nb: nbformat.NotebookNode) -> str:
                    for out in cell.get("outputs", []) if out.get("output_type") == "stream")
 
 
+@pytest.mark.slow  # each chapter trains for an epoch in a kernel of its own
 @pytest.mark.parametrize("name", sorted(RUN_FOLDERS))
 def test_retrained_chapter_runs_to_the_end_and_keeps_the_committed_weights(name, monkeypatch):
     for folder in RUN_FOLDERS[name]:
