@@ -467,3 +467,15 @@ def test_runs_on_gpu_tensors():
     ones = torch.ones(3, device="cuda")
     assert kl.kl_normal(ones, ones, 0.0, 2.0).device.type == "cuda"
     assert kl.kl_normal_std(ones, 0.0).device.type == "cuda"
+
+
+def test_kl_normal_std_on_a_batch_matches_torch_summed_over_the_last_axis():
+    gen = torch.Generator().manual_seed(3)
+    mu = torch.randn(64, 20, generator=gen, dtype=torch.float64)
+    logvar = torch.randn(64, 20, generator=gen, dtype=torch.float64)
+    q = torch.distributions.Normal(mu, (0.5 * logvar).exp())
+    p = torch.distributions.Normal(torch.zeros_like(mu), torch.ones_like(mu))
+    expected = torch.distributions.kl_divergence(q, p).sum(-1)
+    got = kl.kl_normal_std(mu, logvar)
+    assert got.shape == (64,)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
