@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from pathlib import Path
@@ -278,16 +279,17 @@ def test_exact_gradient_single_variable_closed_form():
     torch.testing.assert_close(problem.exact_gradient()[0], pi * (C - (pi * C).sum()), rtol=1e-12, atol=1e-14)
 
 
-def test_exact_gradient_joint_matches_finite_differences():
-    problem = lab.get_problem("sigmoid")
+@pytest.mark.parametrize("shape", ["linear", "quadratic", "sigmoid"])
+def test_exact_gradient_matches_finite_differences_in_every_coordinate(shape):
+    problem = lab.get_problem(shape)
     assert problem.states().shape == (64, 3, 4)
     grad = problem.exact_gradient()
     h = 1e-6
-    for n, k in [(0, 0), (1, 2), (2, 3)]:
+    for n, k in itertools.product(range(3), range(4)):
         step = torch.zeros_like(problem.theta)
         step[n, k] = h
         fd = (problem.exact_value(problem.theta + step) - problem.exact_value(problem.theta - step)) / (2 * h)
-        assert abs(fd.item() - grad[n, k].item()) < 1e-8
+        assert abs(fd.item() - grad[n, k].item()) < 1e-8, (shape, n, k)
 
 
 @pytest.mark.parametrize("name", ["reinforce", "reinforce_loo"])
