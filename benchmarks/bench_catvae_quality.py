@@ -15,7 +15,9 @@ as ``python -m gstutorial catvae``), then reports on the MNIST test set (fixed b
   discrete model).
 
 Mean ± standard deviation over seeds (sample std, n−1) and each seed's numbers and training wall time
-are printed and written to ``benchmarks/results/catvae_quality.json``. Training resumes from the
+are printed and written to ``gstutorial/results/catvae_quality.json`` (the package ships that file:
+chapter 7 reads it with ``gstutorial.resources.recorded_results("catvae_quality")``, also where the
+package is installed from a wheel). Training resumes from the
 run folders (``--runs``), so the script can be stopped and restarted, and ``--epochs`` raised later.
 Long: about 100 epochs x 600 steps per run. Example (the paper's settings)::
 
@@ -98,8 +100,8 @@ def main() -> None:
     parser.add_argument("--iw-examples", type=int, default=10_000, help="test images for the IW bound")
     parser.add_argument("--no-train", action="store_true", help="only evaluate existing checkpoints")
     parser.add_argument("--runs", default="benchmarks/results/runs", help="run folders (checkpoints)")
-    parser.add_argument("--out", default="benchmarks/results/catvae_quality.json",
-                        help="results file (chapter 7 reads the default)")
+    parser.add_argument("--out", default="gstutorial/results/catvae_quality.json",
+                        help="results file (the package ships the default; chapter 7 reads it)")
     parser.add_argument("--replace", action="store_true",
                         help="overwrite a results file that holds other estimators, seeds or epochs")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")

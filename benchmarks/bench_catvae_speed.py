@@ -28,6 +28,10 @@ with other work slows them alike; medians are reported. Run from the repository 
 
     .venv/bin/python benchmarks/bench_catvae_speed.py [--rounds 3] [--data-root data]
 
+Chapter 7 shows the results recorded with ``--json gstutorial/results/catvae_speed.json`` and, with
+``--flush-subnormals``, ``--json gstutorial/results/catvae_speed_flush.json`` (files the package ships;
+read with ``gstutorial.resources.recorded_results``).
+
 Subnormal floats: after a few hundred steps many of Adam's moment estimates (those of weights whose
 gradient is zero on almost every step: into hidden units that have stopped firing, from pixels that
 are almost never on) decay below 1.2e-38, where x86 arithmetic is many times slower, and both loops'
@@ -120,7 +124,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median reported)")
     parser.add_argument("--data-root", default="data", help="MNIST data root")
-    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    parser.add_argument("--json", default=None,
+                        help="also write the results to this JSON file (chapter 7 reads "
+                             "gstutorial/results/catvae_speed.json and catvae_speed_flush.json)")
     parser.add_argument("--flush-subnormals", action="store_true",
                         help="flush subnormal floats to zero in all four measurements (set before anything runs)")
     parser.add_argument("--threads", type=int, default=None,

@@ -18,7 +18,8 @@ Then, on the MNIST test set (fixed binarization, ``load_mnist("test", binarize="
 in nats, lower is better: the single-sample hard −ELBO on all 10,000 images (one exact one-hot
 sample of q(z|x), analytic KL) and the ``--iw-samples``-sample importance-weighted bound on the first
 ``--iw-examples`` images; plus training seconds per epoch. Mean and sample std over seeds (std null for
-one seed) go to ``benchmarks/results/estimators_vae.json``, the file chapter 9 displays.
+one seed) go to ``gstutorial/results/estimators_vae.json``, the file chapter 9 displays (the package
+ships it: ``gstutorial.resources.recorded_results("estimators_vae")``).
 
 Runs go in parallel (``--jobs``, one torch thread each); their checkpoints are kept in ``--runs`` so an
 interrupted benchmark resumes. Example (the committed result)::
@@ -127,8 +128,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--runs", default="benchmarks/results/runs", help="run folders (checkpoints)")
-    parser.add_argument("--out", default="benchmarks/results/estimators_vae.json",
-                        help="results file (chapter 9 reads the default)")
+    parser.add_argument("--out", default="gstutorial/results/estimators_vae.json",
+                        help="results file (the package ships the default; chapter 9 reads it)")
     parser.add_argument("--replace", action="store_true",
                         help="overwrite a results file that holds other estimators, seeds or budget")
     parser.add_argument("--data-root", default=None, help="MNIST data root (default: $GSTUTORIAL_DATA or ./data)")

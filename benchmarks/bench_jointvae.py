@@ -11,7 +11,8 @@ the 10 codes to the 10 labels (Hungarian algorithm), plus the training wall time
 seen in training. Runs trained on grey levels (model option ``--intensities``) are scored on the test
 set's grey levels, and also on its fixed binarization (``cluster_accuracy_binarized_test``). With
 ``--architecture conv32`` every image, for training and for both test sets, is first resized to
-32×32 pixels. Results go to ``benchmarks/results/jointvae.json`` (or ``--results``).
+32×32 pixels. Results go to ``gstutorial/results/jointvae.json`` (or ``--results``), which the package
+ships: chapter 8 reads it with ``gstutorial.resources.recorded_results("jointvae")``.
 
 Runs resume from their checkpoints, so an interrupted benchmark continues where it stopped, and the
 book's committed weights are an export of the seed-0 run (see chapter 8). With ``--variant NAME``
@@ -42,7 +43,7 @@ from gstutorial.cli import main as cli_main
 from gstutorial.files import atomic_write
 from gstutorial.runtime import get_device
 
-RESULTS = Path("benchmarks/results/jointvae.json")
+RESULTS = Path("gstutorial/results/jointvae.json")  # shipped in the package (gstutorial.resources)
 
 
 RESTART_STRIDE = 1000  # restart j of seed s trains with seed s + 1000 j
@@ -117,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (1 is fastest for this small model on a shared CPU)")
     parser.add_argument("--out-root", default="runs", help="folder for the run folders (checkpoints)")
-    parser.add_argument("--results", default=str(RESULTS), help="results file (the chapter reads the default)")
+    parser.add_argument("--results", default=str(RESULTS),
+                        help="results file (the package ships the default; chapter 8 reads it)")
     parser.add_argument("--replace", action="store_true",
                         help="overwrite a section of the results file that holds other settings")
     parser.add_argument("--variant", default="main",

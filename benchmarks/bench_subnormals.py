@@ -13,7 +13,9 @@ read from the run's history (``epoch_s``: the training loop only, not start-up o
 Both continue the same checkpoint — weights, Adam moments, random-number state — so they do the
 same arithmetic except on numbers below 1.2e-38. How many of the checkpoint's Adam moments are
 subnormal is printed and recorded: a run trained with flushing on has none, and then only the
-subnormals created during the timed epoch count against the IEEE side. Results go to ``benchmarks/results/subnormals.json``.
+subnormals created during the timed epoch count against the IEEE side. Results go to
+``gstutorial/results/subnormals.json``, which the package ships (chapter 7 reads it with
+``gstutorial.resources.recorded_results("subnormals")``).
 Run from the repository root after the quality benchmark::
 
     .venv/bin/python benchmarks/bench_subnormals.py [--run benchmarks/results/runs/catvae-20x10-gs-seed0]
@@ -38,7 +40,7 @@ from gstutorial.cli import HelpFormatter
 from gstutorial.engine import CHECKPOINT_NAME, load_checkpoint
 from gstutorial.files import atomic_write
 
-RESULTS = Path("benchmarks/results/subnormals.json")
+RESULTS = Path("gstutorial/results/subnormals.json")  # shipped in the package (gstutorial.resources)
 
 
 def one_more_epoch(run: Path, state: dict, keep_subnormals: bool, threads: int | None,
@@ -89,7 +91,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (median reported)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: PyTorch's choice)")
     parser.add_argument("--data-root", default=None, help="MNIST data root the run was trained on")
-    parser.add_argument("--results", default=str(RESULTS), help="results file (chapter 7 reads the default)")
+    parser.add_argument("--results", default=str(RESULTS),
+                        help="results file (the package ships the default; chapter 7 reads it)")
     args = parser.parse_args(argv)
 
     run = Path(args.run)

@@ -9,7 +9,8 @@ Two formats, both plain dicts of tensors and data (read with ``torch.load(weight
   tensors (float16 by default) and metadata: what the book commits and loads.
 
 Both store the model's ``config()``; :func:`build_model` rebuilds the model from it through
-:data:`MODEL_KINDS`.
+:data:`MODEL_KINDS`. The weights files the chapters use ship inside the package: :func:`pretrained`
+loads them by name (:data:`PRETRAINED`), wherever the package is installed.
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ from .checks import check_choice
 from .engine import CHECKPOINT_FORMAT
 from .files import atomic_write
 from .jointvae import JointVAE
+from .resources import PRETRAINED, weights_file
 from .runtime import get_device
 
-__all__ = ["MODEL_KINDS", "WEIGHTS_FORMAT", "build_model", "export_weights", "load_model"]
+__all__ = ["MODEL_KINDS", "PRETRAINED", "WEIGHTS_FORMAT", "build_model", "export_weights", "load_model",
+           "pretrained"]
 
 WEIGHTS_FORMAT = "gstutorial-weights-v1"
 
@@ -86,3 +89,15 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
     metadata = {k: v for k, v in state.items()
                 if k not in ("model_state", "state_dict", "optimizer_state", "rng")}
     return model, metadata
+
+
+def pretrained(name: str, device: str | torch.device | None = None,
+               dtype: torch.dtype = torch.float32) -> tuple[nn.Module, dict[str, Any]]:
+    """Load one of the trained models the package ships, by name; return ``(model, metadata)``.
+
+    ``name`` is one of :data:`PRETRAINED` (``ValueError`` lists them otherwise): ``catvae-20x10-gs`` and
+    ``catvae-20x10-st`` (chapter 7), ``jointvae`` and ``jointvae-conv`` (chapter 8). The files are read
+    from the installed package (:func:`gstutorial.resources.weights_file`), so this works from a wheel
+    as well as in the repository; ``device`` and ``dtype`` are those of :func:`load_model`.
+    """
+    return load_model(weights_file(name), device=device, dtype=dtype)

@@ -13,8 +13,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-__all__ = ["ChapterSettings", "chapter_settings", "flush_subnormals", "get_device", "progress_disabled",
-           "restoring_subnormal_mode", "set_seed", "subnormals_flushed"]
+__all__ = ["REPOSITORY_MARKERS", "ChapterSettings", "chapter_settings", "flush_subnormals", "get_device",
+           "progress_disabled", "restoring_subnormal_mode", "set_seed", "subnormals_flushed"]
 
 
 def set_seed(seed: int) -> torch.Generator:
@@ -52,19 +52,28 @@ class ChapterSettings(NamedTuple):
     smoke_test: bool
 
 
+#: Files that mark the folder above a notebook's as the book's repository (see :func:`chapter_settings`).
+REPOSITORY_MARKERS = ("_toc.yml", "gstutorial/__init__.py")
+
+
 def chapter_settings(book_dir: str | os.PathLike = ".") -> ChapterSettings:
     """The environment switches of chapters 7 and 8, read once for both.
 
-    * ``GSTUTORIAL_DATA``: the MNIST root. A relative path is taken from the repository root (the folder
-      above ``book/``, where ``make`` runs), not from ``book/``, where the notebook's kernel runs.
-      Default: the repository's ``data/``.
+    * ``GSTUTORIAL_DATA``: the MNIST root. In the repository (``book_dir``'s parent holds
+      :data:`REPOSITORY_MARKERS`), a relative path is taken from the repository root (the folder above
+      ``book/``, where ``make`` runs), not from ``book/``, where the notebook's kernel runs; default:
+      the repository's ``data/``. Anywhere else (a chapter opened in Colab, or downloaded on its own),
+      a relative path is taken from ``book_dir``; default: ``book_dir/data``, which is ``./data``, as
+      for :func:`gstutorial.data.resolve_data_root`.
     * ``GSTUTORIAL_RETRAIN=1``: train in the notebook instead of loading the committed weights.
     * ``GSTUTORIAL_SMOKE_TEST=1``: with ``GSTUTORIAL_RETRAIN=1``, train one epoch on 2,000 images.
 
     ``book_dir`` is the chapters' folder, the notebook's working directory by default. The flags accept
     ``1`` or ``0`` (or unset); anything else raises ``ValueError`` rather than being read as off.
     """
-    repo = Path(book_dir).resolve().parent
+    book = Path(book_dir).resolve()
+    in_repository = all((book.parent / marker).is_file() for marker in REPOSITORY_MARKERS)
+    base = book.parent if in_repository else book  # what a relative GSTUTORIAL_DATA is relative to
     flags = {}
     for name in ("GSTUTORIAL_RETRAIN", "GSTUTORIAL_SMOKE_TEST"):
         value = os.environ.get(name, "0").strip()
@@ -72,7 +81,7 @@ def chapter_settings(book_dir: str | os.PathLike = ".") -> ChapterSettings:
             raise ValueError(f"{name}={value!r}: set it to 1 to switch it on, or 0 (or unset) for off")
         flags[name] = value == "1"
     data = Path(os.environ.get("GSTUTORIAL_DATA") or "data").expanduser()
-    return ChapterSettings(data if data.is_absolute() else repo / data,
+    return ChapterSettings(data if data.is_absolute() else base / data,
                            flags["GSTUTORIAL_RETRAIN"], flags["GSTUTORIAL_SMOKE_TEST"])
 
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
+import sysconfig
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -80,3 +85,52 @@ def _arithmetic_settings_are_restored():
     torch.set_flush_denormal(False)
     assert not flushed, "the test left subnormals flushed to zero"
     assert checks, "the test left the package's value checks off"
+
+
+# --------------------------------------------------------------------------------------------------
+# The package as a reader installs it (tests/test_distribution.py, tests/test_reader_path.py)
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def dist(tmp_path_factory) -> dict[str, Path]:
+    """This checkout's sdist and wheel, built once per session by ``python -m build --no-isolation``
+    (the build backend from this environment: no network). Keys ``"sdist"`` and ``"wheel"``."""
+    out = tmp_path_factory.mktemp("dist")
+    proc = subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(REPO)],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, f"python -m build failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    (sdist,), (wheel,) = sorted(out.glob("*.tar.gz")), sorted(out.glob("*.whl"))
+    return {"sdist": sdist, "wheel": wheel}
+
+
+@pytest.fixture
+def reader_venv(tmp_path) -> Callable[[str], Path]:
+    """Make a fresh virtual environment (``reader_venv(name)`` returns its python) that sees this
+    environment's installed packages (torch, ipykernel, pip: nothing is downloaded) but not gstutorial.
+
+    ``venv --system-site-packages`` would show the base interpreter's packages, not this venv's, so
+    each top-level entry of this environment's site-packages is linked into the new one instead,
+    except gstutorial's (its editable install's finder and metadata) and ``__pycache__``.
+    """
+    own = Path(sysconfig.get_paths()["purelib"])
+
+    def make(name: str) -> Path:
+        root = tmp_path / name
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True)
+        site = root / own.relative_to(sys.prefix)
+        for entry in own.iterdir():
+            if "gstutorial" not in entry.name.lower() and entry.name != "__pycache__":
+                (site / entry.name).symlink_to(entry, target_is_directory=entry.is_dir())
+        return root / "bin" / "python"
+
+    return make
+
+
+@pytest.fixture
+def reader_environ() -> dict[str, str]:
+    """The environment variables of a command run as a reader: no PYTHONPATH (nothing of this
+    checkout on the path), pip offline (PIP_NO_INDEX) and quiet about its version and the root user."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_ROOT_USER_ACTION="ignore")
+    return env

@@ -12,14 +12,17 @@ import torch
 from gstutorial.catvae import CategoricalVAE
 from gstutorial.checkpoints import (
     MODEL_KINDS,
+    PRETRAINED,
     WEIGHTS_FORMAT,
     build_model,
     export_weights,
     load_model,
+    pretrained,
 )
 from gstutorial.data import load_mnist
 from gstutorial.engine import CHECKPOINT_NAME, TrainableModel, TrainConfig, train
 from gstutorial.jointvae import JointVAE
+from gstutorial.resources import weights_file
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -147,3 +150,27 @@ def test_load_model_names_a_missing_cuda_device(tmp_path):
     path = export_weights(build_model(SMALL["catvae"]), tmp_path / "w.pt")
     with pytest.raises(ValueError, match="PyTorch sees no CUDA device here"):
         load_model(path, device=torch.device("cuda"))
+
+
+# --------------------------------------------------------------------------------------------------
+# The models the package ships
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "kind"), [("catvae-20x10-gs", CategoricalVAE), ("catvae-20x10-st", CategoricalVAE),
+                                            ("jointvae", JointVAE), ("jointvae-conv", JointVAE)])
+def test_pretrained_loads_each_shipped_model_by_name(name, kind):
+    model, meta = pretrained(name, device="cpu")
+    assert type(model) is kind and not model.training
+    assert meta["format"] == WEIGHTS_FORMAT and meta["dtype"] == "float16" and meta["history"]
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    model64, _ = pretrained(name, device="cpu", dtype=torch.float64)
+    assert {p.dtype for p in model64.parameters()} == {torch.float64}
+    # the same model as load_model gives from the file
+    assert same_state(model.state_dict(), load_model(weights_file(name), device="cpu")[0].state_dict())
+
+
+def test_pretrained_names_are_the_shipped_ones():
+    assert PRETRAINED == ("catvae-20x10-gs", "catvae-20x10-st", "jointvae", "jointvae-conv")
+    with pytest.raises(ValueError, match="no pretrained model named 'catvae'; the package ships: catvae-20x10-gs, "):
+        pretrained("catvae")

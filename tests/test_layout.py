@@ -16,7 +16,7 @@ PACKAGE = REPO / "gstutorial"
 #: Each module's layer (the order of gstutorial/__init__.py's list); a module imports only from lower
 #: layers, which also makes the graph acyclic.
 LAYERS = {
-    "checks": 0, "runtime": 0, "files": 0, "primitives": 1,
+    "checks": 0, "runtime": 0, "files": 0, "resources": 0, "primitives": 1,
     "kl": 2, "data": 2, "elbo": 3, "reparam": 3, "gumbel": 3, "straight_through": 4, "estimators": 4,
     "estimator_lab": 5,
     "engine": 6,

@@ -30,7 +30,7 @@ from packaging.version import Version
 REPO = Path(__file__).resolve().parents[1]
 CONSTRAINTS = Path(os.environ.get("GSTUTORIAL_CONSTRAINTS") or REPO / "constraints.txt")
 # conda-forge names that differ from PyPI's
-CONDA_TO_PYPI = {"pytorch": "torch"}
+CONDA_TO_PYPI = {"pytorch": "torch", "python-build": "build"}
 CONDA_ONLY = {"python", "pip", "nodejs"}
 # the packages whose releases change the notebooks' numbers: a drift in them fails the suite
 COMPARED_PACKAGES = ("torch", "numpy", "scipy", "matplotlib")
@@ -63,13 +63,20 @@ def pyproject_requirements() -> dict[str, str]:
     return found
 
 
+def _conda_spec(entry: str) -> tuple[str, str, str]:
+    """(name, version bound, build string) of a conda match spec ``name[ ]bound[ build]``."""
+    match = re.fullmatch(r"([A-Za-z0-9_.\-]+)\s*([^\s]*)(?:\s+(\S+))?", entry.strip())
+    assert match, entry
+    return canonicalize_name(match.group(1)), match.group(2), match.group(3) or ""
+
+
 def conda_requirements() -> dict[str, str]:
     env = yaml.safe_load((REPO / "environment.yml").read_text())
     found = {}
     for entry in env["dependencies"]:
         if isinstance(entry, dict):  # the pip: section installs the package itself
             continue
-        name, spec = _split(entry)
+        name, spec, _ = _conda_spec(entry)
         if name in CONDA_ONLY:
             continue
         found[CONDA_TO_PYPI.get(name, name)] = spec
@@ -92,6 +99,24 @@ def constraint_pins(path: Path = CONSTRAINTS) -> dict[str, Version]:
 
 def test_environment_yml_names_the_same_packages_and_bounds():
     assert conda_requirements() == pyproject_requirements()
+
+
+def test_conda_specs_are_read_with_their_build_string():
+    assert _conda_spec("pytorch >=2.2 cpu*") == ("pytorch", ">=2.2", "cpu*")
+    assert _conda_spec("jupyter-book>=1.0,<2") == ("jupyter-book", ">=1.0,<2", "")
+    assert _conda_spec("nodejs") == ("nodejs", "", "")
+
+
+def test_environment_yml_builds_a_cpu_pytorch_on_python_311_for_binder():
+    """Binder builds environment.yml: conda-forge's CPU build of PyTorch (no CUDA libraries in the
+    image; torchvision follows it), and a `python=X.Y` line, the only form repo2docker reads its
+    Python version from."""
+    env = yaml.safe_load((REPO / "environment.yml").read_text())
+    assert env["channels"] == ["conda-forge"]  # the build strings below are conda-forge's
+    specs = {spec[0]: spec for spec in map(_conda_spec, (e for e in env["dependencies"] if isinstance(e, str)))}
+    assert specs["pytorch"][2] == "cpu*"
+    assert [e for e in env["dependencies"] if isinstance(e, str) and e.startswith("python=")] == ["python=3.11"]
+    assert Requirement(f"python{_project()['requires-python']}").specifier.contains("3.11")
 
 
 def test_pyproject_requires_numpy_2_for_trapezoid():

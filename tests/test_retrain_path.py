@@ -1,6 +1,6 @@
 """Chapters 7 and 8 with GSTUTORIAL_RETRAIN=1, tried end to end with GSTUTORIAL_SMOKE_TEST=1.
 
-nbval checks the chapters as committed, which load the weights under ``book/checkpoints/``. This
+nbval checks the chapters as committed, which load the weights the package ships (``gstutorial/weights/``). This
 runs the other path: each chapter trains (one epoch on 2,000 images), loads what it trained from the
 run folder, and must reach its last cell without touching the committed weights.
 """

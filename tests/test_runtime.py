@@ -6,12 +6,14 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from gstutorial.runtime import (
+    REPOSITORY_MARKERS,
     chapter_settings,
     flush_subnormals,
     get_device,
@@ -79,9 +81,17 @@ def test_get_device_refuses_cuda_where_there_is_none(monkeypatch):
 # --------------------------------------------------------------------------------------------------
 
 
+def make_repository(root: Path) -> Path:
+    """A folder that chapter_settings takes for the book's repository; return its book/ folder."""
+    for marker in REPOSITORY_MARKERS:
+        (root / marker).parent.mkdir(parents=True, exist_ok=True)
+        (root / marker).touch()
+    (root / "book").mkdir()
+    return root / "book"
+
+
 def test_chapter_settings_read_the_environment_from_the_repository_root(tmp_path, monkeypatch):
-    book = tmp_path / "repo" / "book"
-    book.mkdir(parents=True)
+    book = make_repository(tmp_path / "repo")
     for name in ("GSTUTORIAL_DATA", "GSTUTORIAL_RETRAIN", "GSTUTORIAL_SMOKE_TEST"):
         monkeypatch.delenv(name, raising=False)
     assert chapter_settings(book) == (tmp_path / "repo" / "data", False, False)
@@ -100,10 +110,24 @@ def test_chapter_settings_read_the_environment_from_the_repository_root(tmp_path
 
 
 def test_chapter_settings_default_to_the_working_directory(tmp_path, monkeypatch):
-    (tmp_path / "book").mkdir()
-    monkeypatch.chdir(tmp_path / "book")
+    monkeypatch.chdir(make_repository(tmp_path))
     monkeypatch.delenv("GSTUTORIAL_DATA", raising=False)
     assert chapter_settings().data_root == tmp_path / "data"
+
+
+def test_chapter_settings_outside_the_repository_use_the_notebook_folder(tmp_path, monkeypatch):
+    """A chapter opened in Colab or downloaded on its own: its folder's parent is no repository, so
+    MNIST goes to ./data (as for gstutorial.data's own default), not to a folder above the notebook."""
+    alone = tmp_path / "downloads"
+    alone.mkdir()
+    (tmp_path / "_toc.yml").touch()  # another Jupyter Book above: not this repository (no gstutorial/)
+    monkeypatch.chdir(alone)
+    monkeypatch.delenv("GSTUTORIAL_DATA", raising=False)
+    assert chapter_settings().data_root == alone / "data"
+    monkeypatch.setenv("GSTUTORIAL_DATA", "mnist")
+    assert chapter_settings().data_root == alone / "mnist"
+    monkeypatch.setenv("GSTUTORIAL_DATA", str(tmp_path / "shared"))
+    assert chapter_settings(alone).data_root == tmp_path / "shared"
 
 
 @pytest.mark.parametrize("name", ["GSTUTORIAL_RETRAIN", "GSTUTORIAL_SMOKE_TEST"])
