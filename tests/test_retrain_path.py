@@ -25,7 +25,8 @@ RUN_FOLDERS = {
 
 
 def committed_weights() -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((BOOK / "checkpoints").iterdir())}
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted((REPO / "gstutorial" / "weights").iterdir())}
 
 
 def stream_text(nb: nbformat.NotebookNode) -> str:

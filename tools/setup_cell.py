@@ -61,7 +61,7 @@ MNIST_PART = '''
 from gstutorial.data import fetch_mnist
 from gstutorial.runtime import chapter_settings
 
-fetch_mnist(chapter_settings().data_root, verbose=True)'''
+raw_mnist = fetch_mnist(chapter_settings().data_root, verbose=True)'''
 
 SETUP_CELL_MNIST = SETUP_CELL + MNIST_PART
 
