@@ -25,7 +25,8 @@ MATHJAX := book/_static/mathjax/tex-mml-chtml.js
 help:
 	@echo "make book      set up .venv, fetch MNIST, build the book into _build/html"
 	@echo "make book-static  build the book from the committed notebooks in a light venv"
-	@echo "               (_build/venv-book: the book extra only, no torch, no MNIST; GitHub Pages)"
+	@echo "               (_build/venv-book: the book extra only, no torch, no MNIST; GitHub Pages),"
+	@echo "               into _build/static/_build/html"
 	@echo "make test      unit tests + strict nbval over every notebook in book/ (CPU)"
 	@echo "make test-gpu  unit tests + nbval on a GPU machine (device-dependent outputs not compared)"
 	@echo "make test-browser  open every built page in headless Chromium (needs make book, chromium)"
@@ -72,9 +73,12 @@ book: $(STAMP) data $(MATHJAX)
 	@echo "The book is at $(CURDIR)/_build/html/index.html"
 
 # The same build from the light environment (GitHub Pages; readers who only want the HTML).
+# Its own output folder: two builds from different environments must not share Sphinx's saved state
+# (the second one would add every page's scripts twice).
+BOOK_STATIC_OUT := _build/static
 book-static: $(BOOK_STAMP) $(MATHJAX)
-	$(BOOK_VENV)/bin/jupyter-book build . -W -n --keep-going
-	@echo "The book is at $(CURDIR)/_build/html/index.html"
+	$(BOOK_VENV)/bin/jupyter-book build . -W -n --keep-going --path-output $(BOOK_STATIC_OUT)
+	@echo "The book is at $(CURDIR)/$(BOOK_STATIC_OUT)/_build/html/index.html"
 
 # pytest exits 5 when it collected nothing: that means the suite is gone, so it is an error here.
 define run_pytest
