@@ -134,18 +134,32 @@ def as_float_tensor(value: object, name: str, like: torch.Tensor | None = None) 
     return torch.tensor(check_real(value, name)) if like is None else like.new_tensor(check_real(value, name))
 
 
-def check_temperature(temperature: object, name: str = "temperature") -> float:
+def check_temperature(temperature: object, name: str = "temperature", *,
+                      differentiable: bool = False) -> float | torch.Tensor:
     """``temperature`` as a Python float after checking that it is a finite number > 0.
 
-    A one-element tensor is read with ``.item()``; one that requires a gradient is refused, since
-    reading it would cut the gradient silently (pass a float).
+    A one-element tensor is read with ``.item()``. One that requires a gradient is refused, since
+    reading it would cut the gradient silently (pass a float), unless ``differentiable`` is True: the
+    callers that divide by a tensor temperature (the Gumbel-Softmax samplers and the Concrete
+    log-densities of :mod:`gstutorial.gumbel`) get it back as a 0-d tensor, value checked, so that
+    the gradient reaches it. A tensor that does not require a gradient is read as a float either way.
     """
     if isinstance(temperature, torch.Tensor):
         if temperature.numel() != 1:
             raise ValueError(f"{name} must be a single number, got a tensor of shape {tuple(temperature.shape)}")
         if temperature.requires_grad:
-            raise ValueError(f"{name} is a tensor that requires grad; the package takes the temperature as a "
-                             "number, so no gradient would reach it: pass float(tau) or tau.detach()")
+            if not differentiable:
+                raise ValueError(f"{name} is a tensor that requires grad; this function takes the temperature as a "
+                                 "number, so no gradient would reach it: pass float(tau) or tau.detach() (the "
+                                 "samplers and densities of gstutorial.gumbel take a learnable temperature)")
+            if not temperature.is_floating_point():
+                raise TypeError(f"{name} must be a real floating-point tensor, got {temperature.dtype}")
+            tau = temperature.item()
+            if not (math.isfinite(tau) and tau > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {tau}; the relaxation is defined for "
+                                 "tau > 0 only (parametrize a learnable temperature as tau = exp(log_tau) or "
+                                 "softplus(...) to keep it positive)")
+            return temperature.reshape(())
         temperature = temperature.item()
     tau = check_real(temperature, name) if not isinstance(temperature, Real) or isinstance(temperature, bool) \
         else float(temperature)

@@ -1,18 +1,23 @@
 """Chapters 4 and 5 — the Gumbel-Max trick and the Gumbel-Softmax (Concrete) relaxation.
 
 Conventions: ``logits`` are unnormalised log-probabilities whose **last axis** is the category axis
-(any leading batch shape). A logit of ``-inf`` masks its category: it is never sampled and produces
-no NaN in values or gradients. Samples have the device of the logits; their dtype follows the logits
-too, except that half-precision logits (``float16``/``bfloat16``) are computed in ``float32`` and the
-result cast back, because Gumbel noise drawn in half precision has a visibly truncated tail.
+(any leading batch shape); the Gumbel-Softmax samplers take another axis with ``dim``, like
+``torch.nn.functional.gumbel_softmax``, and return contiguous tensors. A logit of ``-inf`` masks its
+category: it is never sampled and produces no NaN in values or gradients. Samples have the device
+of the logits; their dtype follows the logits too, except that half-precision logits
+(``float16``/``bfloat16``) are computed in ``float32`` and the result cast back, because Gumbel noise
+drawn in half precision has a visibly truncated tail.
 
 Arguments follow :mod:`gstutorial.checks`: a wrong type raises ``TypeError`` (logits that are not a
 floating-point tensor, a temperature that is not a number, a ``hard`` that is not a bool), a wrong
 value ``ValueError`` (a temperature that is not a finite number > 0; NaN or ``+inf`` logits; a row
-whose categories are all masked; an empty category axis). The samplers check their *result* with one
-fused reduction instead of scanning the logits first, and only diagnose the input when that check
-fails; this keeps ``gumbel_softmax`` as fast as ``torch.nn.functional.gumbel_softmax`` (see
-``benchmarks/bench_gumbel_softmax.py``).
+whose categories are all masked; an empty category axis). The temperature is a number or a
+one-element tensor: one that requires grad is learnable in the samplers and the Concrete densities
+(the gradient reaches it, as with ``torch.nn.functional.gumbel_softmax``); one that does not is read
+as the number it holds, so that a float and a tensor give identical samples. The samplers check
+their *result* with one fused reduction instead of scanning the logits first, and only diagnose the
+input when that check fails; this keeps ``gumbel_softmax`` as fast as
+``torch.nn.functional.gumbel_softmax`` (see ``benchmarks/bench_gumbel_softmax.py``).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from gstutorial.checks import (
 from gstutorial.kl import check_probabilities
 from gstutorial.primitives import (
     HALF_DTYPES,
+    cast_like,
     softmax_last,
     straight_through,
     uniform_to_gumbel_,
@@ -47,6 +53,8 @@ __all__ = [
     "check_logits",
     "concrete_log_prob",
     "concrete_total_mass",
+    "exp_concrete_log_prob",
+    "exp_gumbel_softmax",
     "gumbel_cdf",
     "gumbel_from_uniform",
     "gumbel_log_pdf",
@@ -83,12 +91,64 @@ def check_logits(logits: torch.Tensor) -> torch.Tensor:
     return logits
 
 
-def _diagnose(logits: torch.Tensor, tau: float | None = None) -> None:
+def _diagnose(logits: torch.Tensor, tau: float | torch.Tensor | None = None) -> None:
     """Called when a sampler's result is not finite: raise the error that explains why."""
     check_logits(logits)
     fix = " or a larger temperature" if tau is not None else ""
+    tau = None if tau is None else float(tau)
     raise ValueError(f"logits of magnitude up to {logits.abs().max().item():.3g} overflow in {logits.dtype}"
                      f"{'' if tau is None else f' at temperature {tau}'}; use float64{fix}")
+
+
+def _temperature(temperature: object, like: torch.Tensor) -> float | torch.Tensor:
+    """The checked temperature: a float, or a 0-d tensor that requires grad (on ``like``'s device or
+    the CPU)."""
+    tau = check_temperature(temperature, differentiable=True)
+    if isinstance(tau, torch.Tensor) and isinstance(like, torch.Tensor) and tau.device not in (
+            like.device, torch.device("cpu")):
+        raise ValueError(f"temperature must be on the logits' device ({like.device}) or the CPU, got "
+                         f"{tau.device}; move it, e.g. tau.to(logits.device)")
+    return tau
+
+
+def _category_last(logits: torch.Tensor, dim: int) -> tuple[torch.Tensor, int]:
+    """``logits`` with its category axis ``dim`` moved last (a view; ``logits`` itself when ``dim`` is
+    already the last axis), and ``dim`` as a non-negative index."""
+    check_tensor(logits, "logits")
+    dim = check_int(dim, "dim")
+    if logits.ndim == 0:
+        check_tensor(logits, "logits", category_axis=True)  # raises: no category axis
+    if not -logits.ndim <= dim < logits.ndim:
+        raise ValueError(f"dim must be in [{-logits.ndim}, {logits.ndim - 1}] for logits of shape "
+                         f"{tuple(logits.shape)}, got {dim}")
+    dim %= logits.ndim
+    if dim == logits.ndim - 1:
+        return check_tensor(logits, "logits", category_axis=True), dim
+    if logits.shape[dim] == 0:
+        raise ValueError(f"logits needs a non-empty category axis (axis {dim}), got shape {tuple(logits.shape)}")
+    return logits.movedim(dim, -1), dim
+
+
+def _restore(result: torch.Tensor, logits: torch.Tensor, dim: int) -> torch.Tensor:
+    """A sampler's result, computed with the category axis last, put back at ``dim`` as a contiguous
+    tensor of the logits' dtype (the values are not changed)."""
+    if dim != logits.ndim - 1:
+        result = result.movedim(-1, dim)
+    return cast_like(result.contiguous(), logits)
+
+
+def _perturbed(x: torch.Tensor, tau: float | torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """``(x + g) / tau`` with fresh Gumbel noise ``g`` (category axis last).
+
+    A float ``tau`` divides in place. A tensor ``tau`` (one that requires grad) divides out of place;
+    the masked entries (``-inf``) are set to 0 before the division and back to ``-inf`` after it, so
+    that the gradient with respect to ``tau`` is not NaN (``0 * inf``).
+    """
+    z = gumbel_noise(x, generator).add_(x)  # in place: no extra allocations
+    if not isinstance(tau, torch.Tensor):
+        return z.div_(tau)
+    masked = torch.isneginf(z)
+    return (z.masked_fill(masked, 0.0) / tau).masked_fill_(masked, -math.inf)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -240,38 +300,104 @@ def gumbel_max_probabilities(logits: Sequence[float], epsrel: float = 1e-13) -> 
 # Chapter 5: the Gumbel-Softmax (Concrete) distribution
 # --------------------------------------------------------------------------------------------------
 
-def gumbel_softmax(logits: torch.Tensor, temperature: float, hard: bool = False,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
-    """A relaxed one-hot sample ``softmax((logits + g) / temperature)`` over the last axis.
+def gumbel_softmax(logits: torch.Tensor, temperature: float | torch.Tensor, hard: bool = False,
+                   generator: torch.Generator | None = None, dim: int = -1) -> torch.Tensor:
+    """A relaxed one-hot sample ``softmax((logits + g) / temperature)`` over the category axis ``dim``.
 
     Parameters
     ----------
-    logits : (..., K) floating point; ``-inf`` masks a category (its entry is exactly 0).
-    temperature : finite float > 0 (a one-element tensor that does not require grad is read as one).
+    logits : floating point, with the K categories along ``dim``; ``-inf`` masks a category (its
+        entry is exactly 0).
+    temperature : finite float > 0, or a one-element tensor holding one. A tensor that requires grad
+        is learnable: the sample is divided by it as a tensor, so the gradient reaches it (for the
+        same noise, the gradient of ``torch.nn.functional.gumbel_softmax``). A tensor that does not
+        require grad is read as a float, so it gives the float's sample bit for bit.
     hard : bool; if True, the straight-through version: the forward value is the exact one-hot vector of
         ``argmax(logits + g)`` (a Gumbel-Max sample, the same ``g``), the backward pass uses the
         gradient of the relaxed sample (:func:`gstutorial.primitives.straight_through`).
     generator : optional ``torch.Generator`` on the logits' device.
+    dim : the category axis (default the last, as in ``torch.nn.functional.gumbel_softmax``). The
+        noise is drawn with the category axis moved last, so ``gumbel_softmax(x, t, dim=d)`` equals
+        ``gumbel_softmax(x.movedim(d, -1), t).movedim(-1, d)`` for the same generator state.
 
     Returns
     -------
-    (..., K) tensor with the dtype and device of ``logits``, differentiable with respect to them.
+    A contiguous tensor of the shape, dtype and device of ``logits``, differentiable with respect to
+    them (and to a temperature that requires grad).
     """
-    tau = check_temperature(temperature)
-    check_tensor(logits, "logits", category_axis=True)
+    tau = _temperature(temperature, logits)
+    check_tensor(logits, "logits")
     check_bool(hard, "hard")
-    x = upcast_half(logits)
-    z = gumbel_noise(x, generator).add_(x).div_(tau)  # in place: no extra allocations
+    last, dim = _category_last(logits, dim)
+    x = upcast_half(last)
+    z = _perturbed(x, tau, generator)
     soft = softmax_last(z)
     if value_checks_enabled() and torch.isnan(soft.sum()):  # catches NaN/+inf logits, all-masked rows, overflow
-        _diagnose(logits, tau)
+        _diagnose(last, tau)
     if hard:
+        soft = soft.contiguous()  # a view with the category axis moved on the CPU with K < 16
         one_hot = torch.zeros_like(soft).scatter_(-1, z.detach().argmax(-1, keepdim=True), 1.0)
         soft = straight_through(soft, one_hot)
-    return soft if soft.dtype == logits.dtype else soft.to(logits.dtype)
+    return _restore(soft, logits, dim)
 
 
-def concrete_log_prob(sample: torch.Tensor, logits: torch.Tensor, temperature: float) -> torch.Tensor:
+def exp_gumbel_softmax(logits: torch.Tensor, temperature: float | torch.Tensor,
+                       generator: torch.Generator | None = None, dim: int = -1) -> torch.Tensor:
+    r"""The log of a Gumbel-Softmax sample, ``log_softmax((logits + g) / temperature)``: a draw of the
+    ExpConcrete distribution (Maddison et al. 2017), whose exponential is Concrete distributed.
+
+    With the same noise (the same ``generator`` state) ``exp_gumbel_softmax(...).exp()`` equals
+    :func:`gumbel_softmax` to rounding. Computed in log space, a coordinate whose probability
+    underflows keeps a finite log (about ``z_i - max_j z_j`` for ``z = (logits + g) / τ``) where
+    :func:`gumbel_softmax` returns an exact 0, which :func:`concrete_log_prob` refuses: in float32 at
+    τ = 0.1 with K = 10 and logits of standard deviation 2, about 7% of relaxed samples contain such
+    a 0. Score these draws with :func:`exp_concrete_log_prob`.
+
+    Parameters
+    ----------
+    logits, temperature, generator, dim : as in :func:`gumbel_softmax` (a masked category, logit
+        ``-inf``, gets ``-inf``, the log of its exact 0).
+
+    Returns
+    -------
+    A contiguous tensor of the shape, dtype and device of ``logits`` whose exponential sums to 1 along
+    ``dim``; differentiable with respect to the logits and to a temperature that requires grad.
+    """
+    tau = _temperature(temperature, logits)
+    check_tensor(logits, "logits")
+    last, dim = _category_last(logits, dim)
+    log_y = softmax_last(_perturbed(upcast_half(last), tau, generator), log=True)
+    if value_checks_enabled() and torch.isnan(log_y.sum()):  # -inf (masks) sums to -inf, not NaN
+        _diagnose(last, tau)
+    return _restore(log_y, logits, dim)
+
+
+def _check_pair(sample: torch.Tensor, logits: torch.Tensor, name: str) -> None:
+    """The shared checks of a point and the logits it is scored against (not of the point's values)."""
+    check_logits(logits)
+    check_tensor(sample, name, category_axis=True)
+    if sample.device != logits.device:
+        raise ValueError(f"{name} and logits must be on the same device, got {name} on {sample.device} and "
+                         f"logits on {logits.device}; move one, e.g. {name}.to(logits.device)")
+    if sample.shape[-1] != logits.shape[-1]:
+        raise ValueError(f"{name} and logits need the same number of categories, got "
+                         f"{sample.shape[-1]} and {logits.shape[-1]}")
+    try:
+        torch.broadcast_shapes(sample.shape, logits.shape)
+    except RuntimeError:
+        raise ValueError(f"{name} and logits must have broadcastable shapes, got {tuple(sample.shape)} and "
+                         f"{tuple(logits.shape)}; their batch axes (all but the last) must match or be 1") from None
+
+
+def _log_temperature(tau: float | torch.Tensor, dtype: torch.dtype) -> tuple[float | torch.Tensor, float | torch.Tensor]:
+    """``(tau, log tau)``: floats for a float, 0-d tensors of ``dtype`` for a learnable temperature."""
+    if isinstance(tau, torch.Tensor):
+        tau = tau.to(dtype)
+        return tau, tau.log()
+    return tau, math.log(tau)
+
+
+def concrete_log_prob(sample: torch.Tensor, logits: torch.Tensor, temperature: float | torch.Tensor) -> torch.Tensor:
     r"""Log-density of the Concrete / Gumbel-Softmax distribution, computed in log space.
 
     For K unmasked categories with probabilities π = softmax(logits) and a point y of the open
@@ -280,33 +406,23 @@ def concrete_log_prob(sample: torch.Tensor, logits: torch.Tensor, temperature: f
         log p(y) = log Γ(K) + (K−1) log τ − K log Σ_i π_i y_i^{−τ} + Σ_i (log π_i − (τ+1) log y_i).
 
     Masked categories (logit ``-inf``) must have ``y_i = 0`` and are left out (K counts the others),
-    so the log-density of a ``gumbel_softmax`` sample drawn with a mask is finite.
+    so the log-density of a ``gumbel_softmax`` sample drawn with a mask is finite. A sample with an
+    exact 0 in an unmasked category (underflow at a low temperature) is refused: draw and score in
+    log space instead (:func:`exp_gumbel_softmax`, :func:`exp_concrete_log_prob`).
 
     Parameters
     ----------
     sample : (..., K) points of the simplex (broadcastable against ``logits``, on its device).
     logits : (..., K) floating point.
-    temperature : finite float > 0.
+    temperature : finite float > 0, or a one-element tensor (learnable if it requires grad).
 
     Returns
     -------
     The broadcast batch shape ``(...)``; the promoted dtype of the inputs (float64 if either is
     float64; half precision is computed in float32).
     """
-    tau = check_temperature(temperature)
-    check_logits(logits)
-    check_tensor(sample, "sample", category_axis=True)
-    if sample.device != logits.device:
-        raise ValueError(f"sample and logits must be on the same device, got sample on {sample.device} and "
-                         f"logits on {logits.device}; move one, e.g. sample.to(logits.device)")
-    if sample.shape[-1] != logits.shape[-1]:
-        raise ValueError(f"sample and logits need the same number of categories, got "
-                         f"{sample.shape[-1]} and {logits.shape[-1]}")
-    try:
-        torch.broadcast_shapes(sample.shape, logits.shape)
-    except RuntimeError:
-        raise ValueError(f"sample and logits must have broadcastable shapes, got {tuple(sample.shape)} and "
-                         f"{tuple(logits.shape)}; their batch axes (all but the last) must match or be 1") from None
+    tau = _temperature(temperature, logits)
+    _check_pair(sample, logits, "sample")
     out_dtype = torch.promote_types(sample.dtype, logits.dtype)
     work_dtype = torch.float32 if out_dtype in HALF_DTYPES else out_dtype
     y, x = torch.broadcast_tensors(sample.to(work_dtype), logits.to(work_dtype))
@@ -317,18 +433,84 @@ def concrete_log_prob(sample: torch.Tensor, logits: torch.Tensor, temperature: f
         raise ValueError("sample puts mass on a masked (-inf) category; such points are outside the support")
     if (y[keep] == 0).any():
         raise ValueError("sample has an exact 0 in an unmasked category (underflow at low temperature); "
-                         "draw it in float64 or at a larger temperature")
+                         "draw it in float64 or at a larger temperature, or in log space (exp_gumbel_softmax, "
+                         "scored by exp_concrete_log_prob)")
     total = y.sum(-1)
     tol = 8 * y.shape[-1] * torch.finfo(sample.dtype).eps  # the sample's own rounding, not the working dtype's
     if ((total - 1).abs() > tol).any():
         raise ValueError(f"sample must sum to 1 over its last axis (off by up to {(total - 1).abs().max().item():.3g})")
+    tau, log_tau = _log_temperature(tau, work_dtype)
     num = keep.sum(-1).to(y.dtype)
     log_pi = torch.where(keep, torch.log_softmax(x, -1), torch.zeros_like(x))
     log_y = torch.log(torch.where(keep, y, torch.ones_like(y)))  # safe: no log 0 in the graph
     score = log_pi - tau * log_y
     lse = torch.where(keep, score, torch.full_like(score, -math.inf)).logsumexp(-1)
     body = torch.where(keep, log_pi - (tau + 1) * log_y, torch.zeros_like(y)).sum(-1)
-    log_p = torch.lgamma(num) + (num - 1) * math.log(tau) - num * lse + body
+    log_p = torch.lgamma(num) + (num - 1) * log_tau - num * lse + body
+    return log_p.to(out_dtype)
+
+
+def exp_concrete_log_prob(log_sample: torch.Tensor, logits: torch.Tensor,
+                          temperature: float | torch.Tensor) -> torch.Tensor:
+    r"""Log-density of the ExpConcrete distribution (Maddison et al. 2017), the law of the log
+    ``v = log y`` of a Concrete sample y (:func:`exp_gumbel_softmax`), computed in log space.
+
+    For K unmasked categories with probabilities π = softmax(logits),
+
+        log p(v) = log Γ(K) + (K−1) log τ + Σ_i (log π_i − τ v_i) − K log Σ_i exp(log π_i − τ v_i),
+
+    the density of ``torch.distributions.ExpRelaxedCategorical``. It is a density with respect to the
+    log-ratio coordinates s_i = v_i − v_K (i < K), which fix a point of the simplex; since the
+    Jacobian of s ↦ y is ∏_{i=1}^{K} y_i (all K coordinates),
+
+        exp_concrete_log_prob(log y) = concrete_log_prob(y) + Σ_i log y_i
+
+    wherever both are finite. Unlike :func:`concrete_log_prob` it scores a draw whose y underflowed
+    to 0 in some coordinate: its log is still finite.
+
+    Masked categories (logit ``-inf``) must have ``v_i = -inf`` and are left out (K counts the others).
+
+    Parameters
+    ----------
+    log_sample : (..., K) logs of points of the simplex: finite except on the masked categories, with
+        ``logsumexp(log_sample, -1) = 0`` to rounding (broadcastable against ``logits``, on its device).
+    logits : (..., K) floating point.
+    temperature : finite float > 0, or a one-element tensor (learnable if it requires grad).
+
+    Returns
+    -------
+    The broadcast batch shape ``(...)``; the promoted dtype of the inputs (float64 if either is
+    float64; half precision is computed in float32).
+    """
+    tau = _temperature(temperature, logits)
+    _check_pair(log_sample, logits, "log_sample")
+    out_dtype = torch.promote_types(log_sample.dtype, logits.dtype)
+    work_dtype = torch.float32 if out_dtype in HALF_DTYPES else out_dtype
+    v, x = torch.broadcast_tensors(log_sample.to(work_dtype), logits.to(work_dtype))
+    keep = ~torch.isneginf(x)
+    if torch.isnan(v).any() or torch.isposinf(v).any():
+        raise ValueError("log_sample must be finite, or -inf on a masked category (the log of a point of the simplex)")
+    if torch.isfinite(v[~keep]).any():
+        raise ValueError("log_sample puts mass on a masked (-inf) category (it must be -inf there); such points "
+                         "are outside the support")
+    if torch.isneginf(v[keep]).any():
+        raise ValueError("log_sample is -inf (the log of 0) in an unmasked category; such points are outside the "
+                         "support (exp_gumbel_softmax draws finite logs)")
+    v = torch.where(keep, v, torch.zeros_like(v))  # safe: no -inf in the graph
+    total = torch.where(keep, v, torch.full_like(v, -math.inf)).logsumexp(-1)
+    # a log-sample computed as scores - logsumexp(scores) (ExpRelaxedCategorical.rsample) rounds in
+    # proportion to the size of its entries
+    tol = 8 * v.shape[-1] * torch.finfo(log_sample.dtype).eps * (1 + v.detach().abs().amax(-1))
+    if (total.abs() > tol).any():
+        raise ValueError(f"log_sample must have logsumexp 0 over its last axis (the log of a point of the simplex), "
+                         f"off by up to {total.abs().max().item():.3g}")
+    tau, log_tau = _log_temperature(tau, work_dtype)
+    num = keep.sum(-1).to(v.dtype)
+    log_pi = torch.where(keep, torch.log_softmax(x, -1), torch.zeros_like(x))
+    score = log_pi - tau * v
+    lse = torch.where(keep, score, torch.full_like(score, -math.inf)).logsumexp(-1)
+    body = torch.where(keep, score, torch.zeros_like(score)).sum(-1)
+    log_p = torch.lgamma(num) + (num - 1) * log_tau + body - num * lse
     return log_p.to(out_dtype)
 
 

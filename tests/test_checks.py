@@ -190,6 +190,25 @@ def test_check_temperature_tensor_errors_name_the_argument():
     assert check_temperature(torch.tensor(0.5, requires_grad=True).detach(), "tau") == 0.5
 
 
+def test_check_temperature_differentiable_returns_a_learnable_temperature_as_a_0d_tensor():
+    tau = torch.tensor([0.5], dtype=torch.float64, requires_grad=True)
+    got = check_temperature(tau, differentiable=True)
+    assert isinstance(got, torch.Tensor) and got.shape == () and got.requires_grad and got.item() == 0.5
+    got.backward()
+    assert tau.grad.tolist() == [1.0]  # the gradient reaches the caller's tensor
+    # one that does not require grad, or a number, is still read as a float
+    for value in (torch.tensor(0.5), 0.5, np.float32(0.5)):
+        got = check_temperature(value, differentiable=True)
+        assert type(got) is float and got == 0.5
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=r"^tau must be a finite number > 0"):
+            check_temperature(torch.tensor(bad, requires_grad=True), "tau", differentiable=True)
+    with pytest.raises(ValueError, match=r"^tau must be a single number"):
+        check_temperature(torch.ones(2, requires_grad=True), "tau", differentiable=True)
+    with pytest.raises(TypeError, match=r"^tau must be a real floating-point tensor"):
+        check_temperature(torch.tensor(0.5 + 0j, requires_grad=True), "tau", differentiable=True)
+
+
 # --------------------------------------------------------------------------------------------------
 # value_checks: the switch
 # --------------------------------------------------------------------------------------------------

@@ -12,9 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import integrate, stats
 from torch.distributions import RelaxedOneHotCategorical
+from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
 
 from gstutorial import gumbel as G
 from gstutorial.checks import value_checks
+from gstutorial.primitives import softmax_last
 
 CUDA = [pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))]
 DEVICES = ["cpu", *CUDA]
@@ -441,6 +443,10 @@ def test_bad_temperature(tau):
         G.gumbel_softmax(torch.zeros(3), tau)
     with pytest.raises(ValueError, match="^temperature"):
         G.concrete_log_prob(torch.full((3,), 1 / 3), torch.zeros(3), tau)
+    with pytest.raises(ValueError, match="^temperature"):
+        G.exp_gumbel_softmax(torch.zeros(3), tau)
+    with pytest.raises(ValueError, match="^temperature"):
+        G.exp_concrete_log_prob(torch.full((3,), -math.log(3)), torch.zeros(3), tau)
 
 
 def test_temperature_types():
@@ -455,12 +461,14 @@ def test_temperature_types():
                                    G.gumbel_softmax(torch.zeros(3), 0.5, generator=gen(0)), rtol=0, atol=0)
 
 
-def test_temperature_that_requires_grad_is_refused():
-    # reading it as a number would cut its gradient without a word
-    tau = torch.tensor(0.5, requires_grad=True)
-    with pytest.raises(ValueError, match="^temperature.*requires grad"):
-        G.gumbel_softmax(torch.zeros(3), tau)
-    assert G.gumbel_softmax(torch.zeros(3), tau.detach()).shape == (3,)
+def test_learnable_temperature_is_checked_like_a_number():
+    for bad in (0.0, -0.5, math.nan, math.inf):
+        with pytest.raises(ValueError, match="^temperature must be a finite number > 0"):
+            G.gumbel_softmax(torch.zeros(3), torch.tensor(bad, requires_grad=True))
+    with pytest.raises(ValueError, match="^temperature must be a single number"):
+        G.exp_gumbel_softmax(torch.zeros(3), torch.ones(2, requires_grad=True))
+    # a one-element tensor of any shape is the 0-d temperature: the sample keeps the logits' shape
+    assert G.gumbel_softmax(torch.zeros(2, 3), torch.ones(1, 1, requires_grad=True)).shape == (2, 3)
 
 
 def test_hard_must_be_a_bool():
@@ -479,13 +487,17 @@ BAD_LOGITS = [
 
 
 @pytest.mark.parametrize(("logits", "match"), BAD_LOGITS)
-@pytest.mark.parametrize("call", ["gumbel_max", "soft", "hard", "log_prob"])
+@pytest.mark.parametrize("call", ["gumbel_max", "soft", "hard", "log_prob", "exp", "exp_log_prob"])
 def test_bad_logits(logits, match, call):
     with pytest.raises(ValueError, match=match):
         if call == "gumbel_max":
             G.gumbel_max(logits)
         elif call == "log_prob":
             G.concrete_log_prob(torch.full_like(logits, 0.5), logits, 1.0)
+        elif call == "exp":
+            G.exp_gumbel_softmax(logits, 1.0)
+        elif call == "exp_log_prob":
+            G.exp_concrete_log_prob(torch.full_like(logits, -math.log(2)), logits, 1.0)
         else:
             G.gumbel_softmax(logits, 1.0, hard=call == "hard")
 
@@ -509,3 +521,336 @@ def test_nodes_is_an_int():
             G.concrete_total_mass(logits, 1.0, nodes=bad)
     with pytest.raises(ValueError, match="^nodes"):
         G.concrete_total_mass(logits, 1.0, nodes=0)
+
+
+# -------------------------------------------------------------------------------- layout: contiguous outputs, dim
+
+SAMPLERS = {
+    "soft": lambda x, tau, **kw: G.gumbel_softmax(x, tau, **kw),
+    "hard": lambda x, tau, **kw: G.gumbel_softmax(x, tau, hard=True, **kw),
+    "exp": lambda x, tau, **kw: G.exp_gumbel_softmax(x, tau, **kw),
+}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("k", [4, 20])  # below and above 16, where the CPU softmax moves the category axis
+@pytest.mark.parametrize("sampler", list(SAMPLERS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_samples_are_contiguous(device, k, sampler, dtype):
+    logits = torch.randn(8, 3, k, device=device).to(dtype)
+    for dim in (-1, 0, 1):
+        y = SAMPLERS[sampler](logits, 0.7, dim=dim)
+        assert y.is_contiguous() and y.shape == logits.shape and y.dtype == dtype
+        assert y.view(-1).shape == (8 * 3 * k,)
+    tau = torch.tensor(0.7, device=device, requires_grad=True)
+    assert SAMPLERS[sampler](logits, tau).is_contiguous()
+
+
+@pytest.mark.parametrize("k", [4, 20])
+def test_contiguous_samples_keep_their_values(k):
+    """The contiguous copy changes the layout only: bit for bit softmax((x + g)/τ) for the same noise."""
+    logits = torch.randn(50, k, generator=gen(40))
+    g = G.gumbel_noise(logits, gen(41))
+    z = (logits + g) / 0.3
+    assert torch.equal(G.gumbel_softmax(logits, 0.3, generator=gen(41)), softmax_last(z))
+    assert torch.equal(G.exp_gumbel_softmax(logits, 0.3, generator=gen(41)), softmax_last(z, log=True))
+    one_hot = F.one_hot(z.argmax(-1), k).float()
+    assert torch.equal(G.gumbel_softmax(logits, 0.3, hard=True, generator=gen(41)), one_hot)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("sampler", list(SAMPLERS))
+def test_dim_is_the_transposed_last_axis_on_the_same_noise(device, sampler):
+    draw = SAMPLERS[sampler]
+    logits = torch.randn(6, 5, dtype=torch.float64, generator=gen(42)).to(device).requires_grad_()
+    weights = torch.randn(6, 5, dtype=torch.float64, generator=gen(43)).to(device)
+    last = draw(logits, 0.4, generator=gen(44, device))
+    first = draw(logits.T, 0.4, generator=gen(44, device), dim=0)
+    assert torch.equal(first, last.T)
+    (grad_last,) = torch.autograd.grad((last * weights).sum(), logits)
+    (grad_first,) = torch.autograd.grad((first * weights.T).sum(), logits)
+    assert torch.equal(grad_first, grad_last)
+    # a middle axis of a 3-D tensor, and dim given as the last axis's index
+    logits3 = torch.randn(4, 7, 3, dtype=torch.float64, generator=gen(45)).to(device)
+    middle = draw(logits3, 0.4, generator=gen(46, device), dim=1)
+    moved = draw(logits3.movedim(1, -1), 0.4, generator=gen(46, device)).movedim(-1, 1)
+    assert torch.equal(middle, moved)
+    assert torch.equal(draw(logits3, 0.4, generator=gen(46, device), dim=2),
+                       draw(logits3, 0.4, generator=gen(46, device)))
+    if sampler == "hard":
+        assert torch.equal(middle.sum(1), torch.ones(4, 3, dtype=torch.float64, device=device))
+
+
+def test_dim_hard_samples_follow_softmax_along_that_axis():
+    logits = torch.tensor([0.3, -0.4, 1.1, NEG_INF, 0.0])
+    y = G.gumbel_softmax(logits[:, None].expand(5, 50_000), 1.5, hard=True, generator=gen(47), dim=0)
+    assert chisquare_pvalue(y.argmax(0), torch.softmax(logits.double(), -1)) > 1e-3
+
+
+def test_bad_dim():
+    for bad in (1.0, True, None):
+        with pytest.raises(TypeError, match="^dim"):
+            G.gumbel_softmax(torch.zeros(2, 3), 1.0, dim=bad)
+    for bad in (2, -3):
+        with pytest.raises(ValueError, match=r"^dim must be in \[-2, 1\]"):
+            G.exp_gumbel_softmax(torch.zeros(2, 3), 1.0, dim=bad)
+    with pytest.raises(ValueError, match=r"^logits needs a non-empty category axis \(axis 0\)"):
+        G.gumbel_softmax(torch.zeros(0, 3), 1.0, dim=0)
+    with pytest.raises(ValueError, match="^logits needs a non-empty category axis"):
+        G.gumbel_softmax(torch.tensor(1.0), 1.0, dim=0)
+
+
+# -------------------------------------------------------------------------------- learnable temperature
+
+def _torch_gumbel_softmax_on(g: torch.Tensor, monkeypatch, logits, tau, hard=False):
+    """torch.nn.functional.gumbel_softmax with its noise -log(Exp(1)) replaced by g: it draws
+    E = empty_like(logits).exponential_() and uses -log E, so E = exp(-g) gives g (to rounding)."""
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.Tensor, "exponential_", lambda self, *args, **kwargs: self.copy_(torch.exp(-g)))
+        return F.gumbel_softmax(logits, tau=tau, hard=hard)
+
+
+@pytest.mark.parametrize("hard", [False, True])
+@pytest.mark.parametrize(("dtype", "k", "tol"), [(torch.float64, 5, 1e-12), (torch.float64, 20, 1e-12),
+                                                 (torch.float32, 10, 2e-5)])
+def test_temperature_gradient_equals_torch_on_the_same_noise(monkeypatch, hard, dtype, k, tol):
+    logits = torch.randn(64, k, dtype=dtype, generator=gen(50))
+    weights = torch.randn(64, k, dtype=dtype, generator=gen(51))
+    g = G.gumbel_noise(logits, gen(52))
+    results = []
+    for ours in (True, False):
+        x = logits.clone().requires_grad_()
+        tau = torch.tensor(0.6, dtype=dtype, requires_grad=True)
+        y = G.gumbel_softmax(x, tau, hard=hard, generator=gen(52)) if ours else \
+            _torch_gumbel_softmax_on(g, monkeypatch, x, tau, hard)
+        grads = torch.autograd.grad((y * weights).sum(), (x, tau))
+        results.append((y.detach(), *grads))
+    (y_ours, dx_ours, dtau_ours), (y_torch, dx_torch, dtau_torch) = results
+    torch.testing.assert_close(y_ours, y_torch, rtol=tol, atol=tol)
+    torch.testing.assert_close(dx_ours, dx_torch, rtol=tol, atol=tol)
+    torch.testing.assert_close(dtau_ours, dtau_torch, rtol=tol, atol=tol)
+    assert dtau_ours.abs() > 1e-3  # a real gradient, not a zero that would agree trivially
+
+
+def test_tensor_temperature_gives_the_float_sample():
+    logits = torch.randn(30, 6, dtype=torch.float64, generator=gen(53))
+    tau = torch.tensor(0.45, dtype=torch.float64, requires_grad=True)
+    for hard in (False, True):
+        torch.testing.assert_close(G.gumbel_softmax(logits, tau, hard=hard, generator=gen(54)).detach(),
+                                   G.gumbel_softmax(logits, 0.45, hard=hard, generator=gen(54)), rtol=1e-15, atol=1e-15)
+    torch.testing.assert_close(G.exp_gumbel_softmax(logits, tau, generator=gen(54)).detach(),
+                               G.exp_gumbel_softmax(logits, 0.45, generator=gen(54)), rtol=1e-15, atol=1e-15)
+
+
+@pytest.mark.parametrize("sampler", list(SAMPLERS))
+def test_temperature_gradient_with_masked_logits_is_finite_and_ignores_the_mask(sampler):
+    """A masked entry is -inf before and after the division by τ; its 0 · inf must not make τ's
+    gradient NaN. The gradient equals the one computed on the unmasked categories alone."""
+    logits = torch.randn(40, 5, dtype=torch.float64, generator=gen(55))
+    logits[:, 3] = NEG_INF
+    weights = torch.randn(40, 5, dtype=torch.float64, generator=gen(56))
+    weights[:, 3] = 0.0  # the sampler's -inf log of a masked entry times 0 would be NaN itself
+    tau = torch.tensor(0.8, dtype=torch.float64, requires_grad=True)
+    y = SAMPLERS[sampler](logits, tau, generator=gen(57))
+    (grad,) = torch.autograd.grad((y * weights).sum() if sampler != "exp" else
+                                  torch.where(weights != 0, y * weights, 0.0).sum(), tau)
+    keep = [0, 1, 2, 4]
+    z = (logits + G.gumbel_noise(logits, gen(57)))[:, keep] / tau
+    reference = z.log_softmax(-1) if sampler == "exp" else z.softmax(-1)
+    (expected,) = torch.autograd.grad((reference * weights[:, keep]).sum(), tau)
+    assert torch.isfinite(grad)
+    torch.testing.assert_close(grad, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_temperature_gradient_of_the_densities_equals_torch():
+    logits = torch.randn(8, 4, dtype=torch.float64, generator=gen(58))
+    log_y = G.exp_gumbel_softmax(logits, 0.5, generator=gen(59))
+    for ours, theirs, point in ((G.exp_concrete_log_prob, ExpRelaxedCategorical, log_y),
+                                (G.concrete_log_prob, RelaxedOneHotCategorical, log_y.exp())):
+        grads = []
+        for package in (True, False):
+            tau = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
+            value = ours(point, logits, tau) if package else theirs(tau, logits=logits).log_prob(point)
+            grads.append(torch.autograd.grad(value.sum(), tau)[0])
+        torch.testing.assert_close(grads[0], grads[1], rtol=1e-10, atol=1e-10)
+        assert grads[0].abs() > 1e-3
+
+
+def test_a_learnable_temperature_learns():
+    """Gradient descent on τ alone moves it where the objective wants it: here, for E[y_0] of a
+    relaxed sample with the best category 0, towards smaller τ (sharper samples)."""
+    logits = torch.tensor([[2.0, 0.0, 0.0, 0.0]]).expand(2000, 4)
+    log_tau = torch.zeros((), requires_grad=True)
+    optimizer = torch.optim.SGD([log_tau], lr=0.5)
+    generator = gen(60)
+    for _ in range(20):
+        optimizer.zero_grad()
+        (-G.gumbel_softmax(logits, log_tau.exp(), generator=generator)[:, 0].mean()).backward()
+        optimizer.step()
+    assert log_tau.item() < -0.5
+
+
+# -------------------------------------------------------------------------------- ExpConcrete (log space)
+
+@pytest.mark.parametrize("tau", [0.1, 0.3, 1.0, 2.5])
+def test_exp_concrete_log_prob_matches_torch(tau):
+    logits = torch.randn(6, 5, dtype=torch.float64, generator=gen(61))
+    dist = ExpRelaxedCategorical(torch.tensor(tau, dtype=torch.float64), logits=logits)
+    torch.manual_seed(62)
+    theirs = dist.rsample((3,))
+    ours = G.exp_gumbel_softmax(logits.expand(3, 6, 5), tau, generator=gen(63))
+    for point in (theirs, ours):
+        value = G.exp_concrete_log_prob(point, logits, tau)
+        assert value.shape == (3, 6)
+        torch.testing.assert_close(value, dist.log_prob(point), rtol=1e-10, atol=1e-10)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.floats(-8, 8), min_size=2, max_size=8), st.floats(0.05, 5.0), st.integers(0, 2**31 - 1))
+def test_property_exp_log_prob_matches_torch(row, tau, seed):
+    logits = torch.tensor(row, dtype=torch.float64)
+    log_y = G.exp_gumbel_softmax(logits, tau, generator=gen(seed))
+    assert torch.isfinite(log_y).all() and abs(log_y.logsumexp(-1).item()) < 1e-13
+    expected = ExpRelaxedCategorical(torch.tensor(tau, dtype=torch.float64), logits=logits).log_prob(log_y)
+    assert G.exp_concrete_log_prob(log_y, logits, tau).item() == pytest.approx(expected.item(), rel=1e-10, abs=1e-10)
+
+
+def test_exp_sample_equals_torch_rsample_on_the_same_uniforms():
+    """ExpRelaxedCategorical.rsample draws torch.rand of the sample's shape: with the same seed it
+    sees the uniforms gumbel_noise sees, and the two log-samples agree to rounding."""
+    logits = torch.randn(5, dtype=torch.float64, generator=gen(64))
+    torch.manual_seed(65)
+    theirs = ExpRelaxedCategorical(torch.tensor(0.4, dtype=torch.float64), logits=logits).rsample((2000,))
+    ours = G.exp_gumbel_softmax(logits.expand(2000, 5), 0.4, generator=gen(65))
+    torch.testing.assert_close(ours, theirs, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize(("dtype", "tol"), [(torch.float64, 1e-14), (torch.float32, 1e-6)])
+@pytest.mark.parametrize("k", [4, 20])
+def test_exp_sample_is_the_log_of_the_gumbel_softmax_sample(dtype, tol, k):
+    logits = torch.randn(300, k, dtype=dtype, generator=gen(66))
+    y = G.gumbel_softmax(logits, 0.5, generator=gen(67))
+    log_y = G.exp_gumbel_softmax(logits, 0.5, generator=gen(67))
+    torch.testing.assert_close(log_y.exp(), y, rtol=tol, atol=tol)
+    assert torch.equal(log_y.argmax(-1), G.gumbel_max(logits, generator=gen(67)))  # the same noise
+
+
+def test_exp_samples_follow_torch_exp_relaxed_categorical():
+    logits = torch.tensor([0.5, -1.0, 1.5, 0.0])
+    n = 20_000
+    ours = G.exp_gumbel_softmax(logits.expand(n, 4), 0.5, generator=gen(68))
+    assert chisquare_pvalue(ours.argmax(-1), torch.softmax(logits.double(), -1)) > 1e-3
+    torch.manual_seed(69)  # an independent draw from torch's sampler
+    theirs = ExpRelaxedCategorical(torch.tensor(0.5), logits=logits).rsample((n,))
+    for k in range(4):
+        assert stats.ks_2samp(ours[:, k].numpy(), theirs[:, k].numpy()).pvalue > 1e-3
+    # the same test detects a different temperature
+    other = ExpRelaxedCategorical(torch.tensor(0.6), logits=logits).rsample((n,))
+    assert stats.ks_2samp(ours[:, 2].numpy(), other[:, 2].numpy()).pvalue < 1e-6
+
+
+@pytest.mark.parametrize("tau", [0.1, 0.7, 3.0])
+def test_log_density_of_log_y_is_density_of_y_plus_the_log_jacobian(tau):
+    """log p(log y) = log p(y) + Σ_i log y_i, on draws with no exact 0 (masked categories left out)."""
+    logits = torch.randn(500, 6, dtype=torch.float64, generator=gen(70))
+    logits[::3, 2] = NEG_INF
+    y = G.gumbel_softmax(logits, tau, generator=gen(71))
+    keep = ~torch.isneginf(logits)
+    rows = ((y > 0) | ~keep).all(-1)
+    assert rows.sum() > 400
+    log_y = torch.log(y[rows])
+    jacobian = torch.where(keep[rows], log_y, 0.0).sum(-1)
+    torch.testing.assert_close(G.exp_concrete_log_prob(log_y, logits[rows], tau),
+                               G.concrete_log_prob(y[rows], logits[rows], tau) + jacobian, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("tau", [0.2, 1.0, 2.0])
+def test_exp_concrete_density_integrates_to_one_in_log_ratio_coordinates(tau):
+    logits = torch.tensor([0.8, -0.3], dtype=torch.float64)
+
+    def density(s: float) -> float:
+        log_y = torch.log_softmax(torch.tensor([s, 0.0], dtype=torch.float64), -1)
+        return math.exp(G.exp_concrete_log_prob(log_y, logits, tau).item())
+
+    mass, _ = integrate.quad(density, -np.inf, np.inf, limit=200)
+    assert mass == pytest.approx(1.0, abs=1e-8)
+
+
+def test_float32_low_temperature_draws_are_scored_in_log_space():
+    """In float32 at τ = 0.1 some coordinates of softmax((x + g)/τ) underflow to an exact 0, which
+    the density of y refuses; the log-space draw keeps them finite and is scored."""
+    logits = 2 * torch.randn(4000, 10, generator=gen(72))
+    y = G.gumbel_softmax(logits, 0.1, generator=gen(73))
+    assert (y == 0).any(-1).float().mean() > 0.02  # about 7% of the rows at this spread of logits
+    with pytest.raises(ValueError, match="exact 0.*log space"):
+        G.concrete_log_prob(y, logits, 0.1)
+    log_y = G.exp_gumbel_softmax(logits, 0.1, generator=gen(73))
+    assert torch.isfinite(log_y).all()
+    value = G.exp_concrete_log_prob(log_y, logits, 0.1)
+    assert value.dtype == torch.float32 and torch.isfinite(value).all()
+    torch.testing.assert_close(value, ExpRelaxedCategorical(torch.tensor(0.1), logits=logits).log_prob(log_y),
+                               rtol=1e-4, atol=1e-3)
+    # the float32 point, renormalised in float64, scored against the float64 logits: the float32
+    # arithmetic is accurate
+    point = log_y.double() - log_y.double().logsumexp(-1, keepdim=True)
+    torch.testing.assert_close(value.double(), G.exp_concrete_log_prob(point, logits.double(), 0.1),
+                               rtol=1e-4, atol=1e-3)
+
+
+def test_exp_concrete_log_prob_with_a_mask_equals_the_smaller_distribution():
+    logits = torch.tensor([0.4, NEG_INF, -0.7, 1.2], dtype=torch.float64, requires_grad=True)
+    log_y = G.exp_gumbel_softmax(logits.detach(), 0.6, generator=gen(74)).requires_grad_()
+    assert torch.isneginf(log_y[1])
+    value = G.exp_concrete_log_prob(log_y, logits, 0.6)
+    smaller = ExpRelaxedCategorical(torch.tensor(0.6, dtype=torch.float64),
+                                    logits=logits.detach()[[0, 2, 3]]).log_prob(log_y.detach()[[0, 2, 3]])
+    assert value.item() == pytest.approx(smaller.item(), rel=1e-12)
+    value.backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad[1] == 0
+    assert torch.isfinite(log_y.grad).all() and log_y.grad[1] == 0
+
+
+@settings(max_examples=100, deadline=None)
+@given(logit_rows, st.floats(0.05, 20.0), st.integers(0, 2**31 - 1))
+def test_property_exp_samples_are_logs_of_simplex_points(row, tau, seed):
+    logits = torch.tensor(row, dtype=torch.float64, requires_grad=True)
+    temperature = torch.tensor(tau, dtype=torch.float64, requires_grad=True)
+    log_y = G.exp_gumbel_softmax(logits, temperature, generator=gen(seed))
+    masked = torch.isneginf(logits.detach())
+    assert torch.isneginf(log_y[masked]).all() and torch.isfinite(log_y[~masked]).all()
+    assert abs(log_y.logsumexp(-1).item()) < 1e-12
+    value = G.exp_concrete_log_prob(log_y, logits, temperature)
+    assert torch.isfinite(value)
+    (torch.where(masked, 0.0, log_y * torch.arange(len(row))).sum() + value).backward()
+    assert torch.isfinite(logits.grad).all() and (logits.grad[masked] == 0).all()
+    assert torch.isfinite(temperature.grad)
+
+
+def test_exp_concrete_log_prob_promotes_dtypes_and_accepts_half():
+    logits = torch.tensor([0.3, -0.4, 0.1])
+    log_y = torch.log(torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64))
+    value = G.exp_concrete_log_prob(log_y, logits, 0.7)
+    assert value.dtype == torch.float64 and value.item() == G.exp_concrete_log_prob(log_y, logits.double(), 0.7).item()
+    half = G.exp_concrete_log_prob(log_y.half(), logits.half(), 0.7)
+    assert half.dtype == torch.float16 and half.item() == pytest.approx(value.item(), abs=0.05)
+
+
+def test_bad_log_samples():
+    logits = torch.tensor([0.0, 0.0, NEG_INF])
+    half = -math.log(2)
+    for bad, match in (([half, half, -1.0], "masked"), ([0.0, NEG_INF, NEG_INF], "-inf"),
+                       ([half, math.nan, NEG_INF], "finite"), ([half, math.inf, NEG_INF], "finite"),
+                       ([0.0, 0.0, NEG_INF], "logsumexp 0"), ([0.5, -1.0, NEG_INF], "logsumexp 0")):
+        with pytest.raises(ValueError, match=f"^log_sample.*{match}"):
+            G.exp_concrete_log_prob(torch.tensor(bad), logits, 1.0)
+    with pytest.raises(ValueError, match="^log_sample and logits need the same number of categories"):
+        G.exp_concrete_log_prob(torch.full((2,), half), logits, 1.0)
+    with pytest.raises(ValueError, match="^log_sample and logits must have broadcastable shapes"):
+        G.exp_concrete_log_prob(torch.full((4, 3), -math.log(3)), torch.zeros(2, 3), 1.0)
+    with pytest.raises(ValueError, match="^log_sample and logits must be on the same device"):
+        G.exp_concrete_log_prob(torch.full((3,), -math.log(3), device="meta"), torch.zeros(3), 1.0)
+    with pytest.raises(TypeError, match="^log_sample"):
+        G.exp_concrete_log_prob([-math.log(3)] * 3, torch.zeros(3), 1.0)
+    # logits passed by mistake for the log-sample are caught: they are not the log of a simplex point
+    with pytest.raises(ValueError, match="logsumexp 0"):
+        G.exp_concrete_log_prob(torch.tensor([1.0, 2.0, 0.5]), torch.zeros(3), 1.0)
