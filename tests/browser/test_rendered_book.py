@@ -60,7 +60,7 @@ def driver():
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    browser.set_script_timeout(30)
+    browser.set_script_timeout(90)
     SHOTS.mkdir(parents=True, exist_ok=True)
     yield browser
     browser.quit()
@@ -94,7 +94,9 @@ def wait_for_mathjax(driver) -> bool:
         (function poll() {
           const mj = window.MathJax;
           if (mj && mj.startup && mj.startup.promise) { mj.startup.promise.then(() => done(true)); return; }
-          if (!document.querySelector('script[src*="mathjax"]') || Date.now() - start > 20000) { done(false); return; }
+          // no MathJax script once the page is complete, or none typeset after a minute (a loaded CI machine)
+          const noScript = document.readyState === 'complete' && !document.querySelector('script[src*="mathjax"]');
+          if (noScript || Date.now() - start > 60000) { done(false); return; }
           setTimeout(poll, 50);
         })();
         """
