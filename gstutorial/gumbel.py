@@ -439,14 +439,9 @@ def concrete_log_prob(sample: torch.Tensor, logits: torch.Tensor, temperature: f
     tol = 8 * y.shape[-1] * torch.finfo(sample.dtype).eps  # the sample's own rounding, not the working dtype's
     if ((total - 1).abs() > tol).any():
         raise ValueError(f"sample must sum to 1 over its last axis (off by up to {(total - 1).abs().max().item():.3g})")
-    tau, log_tau = _log_temperature(tau, work_dtype)
-    num = keep.sum(-1).to(y.dtype)
-    log_pi = torch.where(keep, torch.log_softmax(x, -1), torch.zeros_like(x))
     log_y = torch.log(torch.where(keep, y, torch.ones_like(y)))  # safe: no log 0 in the graph
-    score = log_pi - tau * log_y
-    lse = torch.where(keep, score, torch.full_like(score, -math.inf)).logsumexp(-1)
-    body = torch.where(keep, log_pi - (tau + 1) * log_y, torch.zeros_like(y)).sum(-1)
-    log_p = torch.lgamma(num) + (num - 1) * log_tau - num * lse + body
+    # the density of y is that of log y (ExpConcrete) less the log-Jacobian sum_i log y_i
+    log_p = _exp_concrete_log_density(log_y, x, keep, tau, work_dtype) - log_y.sum(-1)
     return log_p.to(out_dtype)
 
 
@@ -504,14 +499,20 @@ def exp_concrete_log_prob(log_sample: torch.Tensor, logits: torch.Tensor,
     if (total.abs() > tol).any():
         raise ValueError(f"log_sample must have logsumexp 0 over its last axis (the log of a point of the simplex), "
                          f"off by up to {total.abs().max().item():.3g}")
+    return _exp_concrete_log_density(v, x, keep, tau, work_dtype).to(out_dtype)
+
+
+def _exp_concrete_log_density(v: torch.Tensor, x: torch.Tensor, keep: torch.Tensor, tau: float | torch.Tensor,
+                              work_dtype: torch.dtype) -> torch.Tensor:
+    """The ExpConcrete log-density of checked log-samples ``v`` (0 on masked categories) for logits ``x``:
+    the one implementation behind :func:`exp_concrete_log_prob` and :func:`concrete_log_prob`."""
     tau, log_tau = _log_temperature(tau, work_dtype)
     num = keep.sum(-1).to(v.dtype)
     log_pi = torch.where(keep, torch.log_softmax(x, -1), torch.zeros_like(x))
     score = log_pi - tau * v
     lse = torch.where(keep, score, torch.full_like(score, -math.inf)).logsumexp(-1)
     body = torch.where(keep, score, torch.zeros_like(score)).sum(-1)
-    log_p = torch.lgamma(num) + (num - 1) * log_tau + body - num * lse
-    return log_p.to(out_dtype)
+    return torch.lgamma(num) + (num - 1) * log_tau + body - num * lse
 
 
 def concrete_total_mass(logits: torch.Tensor, temperature: float, nodes: int = 400) -> float:
