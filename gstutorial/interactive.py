@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import re
 import struct
 import zlib
@@ -488,9 +489,11 @@ def concrete_simplex_figure(presets: Mapping[str, Sequence[float]] | None = None
 # Chapter 7: inside the trained categorical VAE
 # --------------------------------------------------------------------------------------------------
 
-def _test_images(count: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The MNIST test images with the fixed binarization the shipped models were evaluated on."""
-    images, labels = load_mnist("test", binarize="fixed", seed=0)
+def _test_images(count: int | None = None, data_root: str | os.PathLike | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The MNIST test images with the fixed binarization the shipped models were evaluated on, from
+    ``data_root`` (see :func:`gstutorial.data.resolve_data_root`; a chapter passes its ``DATA_ROOT``)."""
+    images, labels = load_mnist("test", data_root, binarize="fixed", seed=0)
     return (images, labels) if count is None else (images[:count], labels[:count])
 
 
@@ -601,19 +604,21 @@ draw();
 
 
 def catvae_codes_figure(weights: str = "catvae-20x10-gs", digits: Sequence[int] = (3, 2, 1, 18, 4, 8, 11, 0, 61, 7),
-                        name: str = "catvae-codes") -> InteractiveFigure:
+                        name: str = "catvae-codes", data_root: str | os.PathLike | None = None
+                        ) -> InteractiveFigure:
     """Chapter 7: inside the trained categorical VAE (``pretrained(weights)``). A select picks one of
     the MNIST test images ``digits`` (indices into the fixed-binarized test set; the default is the
     first test image of each digit 0 to 9, in that order); a grid of buttons,
     one per latent variable (rows) and class (columns), sets that variable of the image's mode code to
     that class, and the page shows the decoded image. All ``N × K`` decoded images of each digit are
     precomputed (:func:`catvae_codes_data`) and shipped as one greyscale PNG sprite per digit.
+    ``data_root`` is the MNIST root (a chapter passes its ``DATA_ROOT``).
     """
     name = _check_name(name)
     model, _ = pretrained(weights, device="cpu")
     if not isinstance(model, CategoricalVAE):
         raise ValueError(f"weights must name a categorical VAE, got {weights!r}")
-    images, labels = _test_images()
+    images, labels = _test_images(data_root=data_root)
     indices = _check_indices(digits, images.shape[0])
     modes, decoded = catvae_codes_data(model, images[indices])
     n, k = model.latent_dim, model.num_categories
@@ -717,13 +722,15 @@ draw();
 
 
 def jointvae_style_figure(weights: str = "jointvae-conv", values: Sequence[float] = tuple(np.linspace(-2, 2, 9)),
-                          num_images: int = 2000, name: str = "jointvae-style") -> InteractiveFigure:
+                          num_images: int = 2000, name: str = "jointvae-style",
+                          data_root: str | os.PathLike | None = None) -> InteractiveFigure:
     """Chapter 8: class and style in a trained Joint VAE (``pretrained(weights)``). Buttons for the
     discrete classes (each labelled with the test digit it holds most often, over the first
     ``num_images`` test images), sliders over ``values`` for the two continuous latents with the
     largest KL (:func:`gstutorial.analysis.kl_per_dimension` on those images), the others at 0; the
     decoded digit for every class and pair of values is precomputed (:func:`jointvae_style_data`)
-    and shipped as one greyscale PNG sprite.
+    and shipped as one greyscale PNG sprite. ``data_root`` is the MNIST root (a chapter passes its
+    ``DATA_ROOT``).
     """
     name = _check_name(name)
     num_images = check_int(num_images, "num_images", 1)
@@ -731,7 +738,7 @@ def jointvae_style_figure(weights: str = "jointvae-conv", values: Sequence[float
     if not isinstance(model, JointVAE):
         raise ValueError(f"weights must name a Joint VAE, got {weights!r}")
     model.eval()
-    images, labels = _test_images(num_images)
+    images, labels = _test_images(num_images, data_root)
     kl = kl_per_dimension(model, images)
     dims = [int(d) for d in torch.argsort(kl, descending=True)[:2]]
     clusters = predict_clusters(model, images)
