@@ -127,7 +127,7 @@ MAX_VISIBLE_ASSERTS = 5
 MAX_VISIBLE_PLOT_LINES = 10
 MACHINERY = re.compile(r"\bassert(?:s|ed|ion|ions)?\b|\bnbval\b|\bCI\b|continuous integration|results file"
                        r"|\bthreads?\b|CPU[- ]hours?|next cell (?:checks|asserts)", re.I)
-CHAPTERS = [nb for nb in NOTEBOOKS if nb.name[:2].isdigit()]
+CHAPTERS = [nb for nb in NOTEBOOKS if nb.name[:2].isdigit() or nb.name.startswith("appendix_")]  # chapters and appendices
 
 
 def _visible_code(cell: dict) -> list[str]:
