@@ -28,7 +28,7 @@ with other work slows them alike; medians are reported. Run from the repository 
 
     .venv/bin/python benchmarks/bench_catvae_speed.py [--rounds 3] [--data-root data]
 
-Chapter 7 shows the results recorded with ``--json gstutorial/results/catvae_speed.json`` and, with
+The Benchmarks appendix shows the results recorded with ``--json gstutorial/results/catvae_speed.json`` and, with
 ``--flush-subnormals``, ``--json gstutorial/results/catvae_speed_flush.json`` (files the package ships;
 read with ``gstutorial.resources.recorded_results``).
 
@@ -125,7 +125,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median reported)")
     parser.add_argument("--data-root", default="data", help="MNIST data root")
     parser.add_argument("--json", default=None,
-                        help="also write the results to this JSON file (chapter 7 reads "
+                        help="also write the results to this JSON file (the Benchmarks appendix reads "
                              "gstutorial/results/catvae_speed.json and catvae_speed_flush.json)")
     parser.add_argument("--flush-subnormals", action="store_true",
                         help="flush subnormal floats to zero in all four measurements (set before anything runs)")

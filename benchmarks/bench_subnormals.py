@@ -14,7 +14,7 @@ Both continue the same checkpoint — weights, Adam moments, random-number state
 same arithmetic except on numbers below 1.2e-38. How many of the checkpoint's Adam moments are
 subnormal is printed and recorded: a run trained with flushing on has none, and then only the
 subnormals created during the timed epoch count against the IEEE side. Results go to
-``gstutorial/results/subnormals.json``, which the package ships (chapter 7 reads it with
+``gstutorial/results/subnormals.json``, which the package ships (the Benchmarks appendix reads it with
 ``gstutorial.resources.recorded_results("subnormals")``).
 Run from the repository root after the quality benchmark::
 
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: PyTorch's choice)")
     parser.add_argument("--data-root", default=None, help="MNIST data root the run was trained on")
     parser.add_argument("--results", default=str(RESULTS),
-                        help="results file (the package ships the default; chapter 7 reads it)")
+                        help="results file (the package ships the default; the Benchmarks appendix reads it)")
     args = parser.parse_args(argv)
 
     run = Path(args.run)

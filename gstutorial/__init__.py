@@ -15,6 +15,7 @@ The modules in layers; each imports only from the layers above it in this list (
   VAE learned), :mod:`~gstutorial.catvae` (7), :mod:`~gstutorial.jointvae` (8)
 - top — :mod:`~gstutorial.checkpoints` (the table of model kinds, weights files, ``load_model``,
   ``pretrained``),
+  :mod:`~gstutorial.port` (the widely copied port's flaws, switchable; chapter 7),
   :mod:`~gstutorial.cli` (``python -m gstutorial``), :mod:`~gstutorial.interactive` (the interactive
   figures of the rendered book)
 """

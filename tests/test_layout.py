@@ -21,9 +21,9 @@ LAYERS = {
     "estimator_lab": 5,
     "engine": 6,
     "nets": 7, "analysis": 8, "catvae": 9, "jointvae": 9,
-    "checkpoints": 10, "cli": 11, "interactive": 11, "__main__": 12,
+    "checkpoints": 10, "port": 10, "cli": 11, "interactive": 11, "__main__": 12,
 }
-MODELS = {"catvae", "jointvae", "nets", "analysis", "checkpoints", "cli"}
+MODELS = {"catvae", "jointvae", "nets", "analysis", "checkpoints", "cli", "port"}
 
 
 def _module_files() -> dict[str, Path]:

@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "gstutorial"
 #: Where each benchmark writes by default: (script, option) -> the shipped file.
 BENCHMARK_OUTPUTS = {
+    ("bench_catvae_port.py", "--out"): "results/catvae_port.json",
     ("bench_catvae_quality.py", "--out"): "results/catvae_quality.json",
     ("bench_estimators_vae.py", "--out"): "results/estimators_vae.json",
     ("bench_jointvae.py", "--results"): "results/jointvae.json",
