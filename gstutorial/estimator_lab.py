@@ -4,11 +4,15 @@ A :class:`CategoricalProblem` has ``N`` independent categorical variables with `
 logits :math:`\theta \in \mathbb{R}^{N \times K}`, and an objective
 
 .. math:: L(\theta) = \mathbb{E}_{z_n \sim \mathrm{Cat}(\mathrm{softmax}\,\theta_n)}\big[f(z_1, \dots, z_N)\big],
-          \qquad f(z) = h\Big(\sum_{n=1}^N \langle v_n, z_n \rangle\Big),
 
 small enough (``K**N`` joint states) to compute :math:`L` and its gradient exactly by enumeration:
-autograd through :math:`\sum_z p_\theta(z) f(z)`. ``f`` is also defined on relaxed (non-one-hot)
-points, which the Gumbel-Softmax estimator evaluates.
+autograd through :math:`\sum_z p_\theta(z) f(z)`. Three of the chapter's problems are functions of
+one projection, :math:`f(z) = h(\sum_n \langle v_n, z_n \rangle)` (:func:`make_problem`); the fourth,
+:func:`make_mlp_problem`, is a small fixed random network of all the one-hot vectors, whose gradient
+changes direction from one sample to the next. ``f`` is also defined on relaxed (non-one-hot) points,
+which the Gumbel-Softmax estimator evaluates; :func:`multilinear_extension` replaces a problem's ``f``
+off the one-hot points by the multilinear one with the same values on them (same :math:`L`, same
+gradient).
 
 :func:`gradient_estimates` draws ``replicates`` independent estimates of :math:`\nabla_\theta L` in
 one batched call (one copy of :math:`\theta` per replicate, one backward pass);
@@ -20,6 +24,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import string
+import warnings
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -38,7 +44,9 @@ __all__ = [
     "get_problem",
     "gradient_estimates",
     "gradient_stats",
+    "make_mlp_problem",
     "make_problem",
+    "multilinear_extension",
     "sweep",
 ]
 
@@ -47,29 +55,43 @@ __all__ = [
 class CategoricalProblem:
     """An enumerable objective over ``N`` independent categorical variables with ``K`` classes.
 
+    ``f`` is given either as ``values`` and ``h`` (a function of one projection,
+    :math:`f(z) = h(\\sum_n \\langle v_n, z_n\\rangle)`) or as ``function``, any map of the samples.
+
     Attributes
     ----------
     name : str
     theta : (N, K) floating-point logits at which gradients are measured (float64 in the book's
         problems; results follow this dtype).
-    values : (N, K) floating point, the class values :math:`v_n`.
-    h : callable, elementwise, applied to :math:`s = \\sum_n \\langle v_n, z_n\\rangle`.
+    values : (N, K) floating point, the class values :math:`v_n`; ``None`` with ``function``.
+    h : callable, elementwise, applied to :math:`s = \\sum_n \\langle v_n, z_n\\rangle`; ``None`` with
+        ``function``.
     description : one line, for tables.
+    function : callable mapping samples ``(..., N, K)`` (one-hot or relaxed) to values ``(...)``;
+        ``None`` with ``values`` and ``h``.
     """
 
     name: str
     theta: torch.Tensor
-    values: torch.Tensor
-    h: Callable[[torch.Tensor], torch.Tensor] = field(repr=False)
+    values: torch.Tensor | None = None
+    h: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)
     description: str = ""
+    function: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        for label, t in (("theta", self.theta), ("values", self.values)):
+        if (self.function is None) == (self.values is None or self.h is None) or (
+                self.function is not None and (self.values is not None or self.h is not None)):
+            raise ValueError("give f either as values and h (f = h(sum_n <v_n, z_n>)) or as function, "
+                             "not both")
+        if self.function is not None and not callable(self.function):
+            raise TypeError(f"function must be callable, got {type(self.function).__name__}")
+        tensors = (("theta", self.theta),) if self.values is None else (("theta", self.theta), ("values", self.values))
+        for label, t in tensors:
             if check_tensor(t, label).ndim != 2:
                 raise ValueError(f"{label} must have shape (N, K), got {tuple(t.shape)}")
             if not torch.isfinite(t).all():
                 raise ValueError(f"{label} must be finite")
-        if self.theta.shape != self.values.shape:
+        if self.values is not None and self.theta.shape != self.values.shape:
             raise ValueError(f"theta {tuple(self.theta.shape)} and values {tuple(self.values.shape)} "
                              "must have the same shape (N, K)")
         if self.num_categories ** self.num_vars > 1_000_000:
@@ -89,6 +111,8 @@ class CategoricalProblem:
         """The objective at samples ``z`` of shape ``(..., N, K)`` (one-hot or relaxed): shape ``(...)``."""
         if z.shape[-2:] != self.theta.shape:
             raise ValueError(f"z must end in the problem's shape {tuple(self.theta.shape)}, got {tuple(z.shape)}")
+        if self.function is not None:
+            return self.function(z)
         return self.h((z * self.values.to(z.dtype)).sum((-2, -1)))
 
     def states(self) -> torch.Tensor:
@@ -157,8 +181,64 @@ def make_problem(shape: str = "sigmoid", num_vars: int = 3, num_categories: int 
                               torch.tensor(vals, dtype=torch.float64), h, text)
 
 
-PROBLEMS: dict[str, CategoricalProblem] = {shape: make_problem(shape) for shape in _SHAPES}
-"""The three 3×4 problems (64 joint states) the chapter uses, by shape."""
+def _mlp(z: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
+    """:math:`w_2^\\top \\tanh(W_1\\,\\mathrm{vec}(z) + b_1)` for samples ``z`` of shape ``(..., N, K)``."""
+    hidden = torch.tanh(z.flatten(-2) @ w1.to(z.dtype).T + b1.to(z.dtype))
+    return hidden @ w2.to(z.dtype)
+
+
+def make_mlp_problem(hidden: int = 8, seed: int = 0, num_vars: int = 3, num_categories: int = 4) -> CategoricalProblem:
+    """A problem that is not a function of one projection: a small fixed random network of the one-hots,
+
+    .. math:: f(z) = w_2^\\top \\tanh\\big(W_1\\, \\mathrm{vec}(z_1, \\dots, z_N) + b_1\\big),
+
+    with :math:`W_1` (``hidden`` × NK), :math:`b_1` and :math:`w_2` drawn once, from a CPU generator
+    seeded with ``seed``, with standard normal entries (:math:`w_2` divided by :math:`\\sqrt{\\text{hidden}}`).
+    Its gradient :math:`\\nabla f(D)` changes direction with the sample ``D``, as a decoder's does; the
+    logits are those of :func:`make_problem` with the same ``num_vars`` and ``num_categories``.
+    """
+    hidden, seed = check_int(hidden, "hidden", 1), check_int(seed, "seed", 0)
+    theta = make_problem("linear", num_vars, num_categories).theta
+    g = torch.Generator().manual_seed(seed)
+    inputs = theta.numel()
+    w1 = torch.randn(hidden, inputs, generator=g, dtype=torch.float64)
+    b1 = torch.randn(hidden, generator=g, dtype=torch.float64)
+    w2 = torch.randn(hidden, generator=g, dtype=torch.float64) / math.sqrt(hidden)
+    return CategoricalProblem(f"mlp-{theta.shape[0]}x{theta.shape[1]}", theta,
+                              description=f"f = w2 . tanh(W1 z + b1), {hidden} units",
+                              function=lambda z: _mlp(z, w1, b1, w2))
+
+
+def _contract(table: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """:math:`\\sum_{i_1 \\dots i_N} T_{i_1 \\dots i_N} \\prod_n z_{n, i_n}` for ``z`` of shape ``(..., N, K)``."""
+    letters = string.ascii_letters[:z.shape[-2]]  # N <= 19: K**N <= 10**6 with K >= 2
+    spec = letters + "," + ",".join(f"...{c}" for c in letters) + "->..."
+    return torch.einsum(spec, table, *z.unbind(-2))
+
+
+def multilinear_extension(problem: CategoricalProblem) -> CategoricalProblem:
+    r"""The problem with ``f`` replaced by its multilinear extension: the function affine in each
+    :math:`z_n` separately that agrees with ``problem.f`` on every joint one-hot state,
+
+    .. math:: \tilde f(z) = \sum_{i_1, \dots, i_N} f(e_{i_1}, \dots, e_{i_N}) \prod_{n=1}^N z_{n, i_n}.
+
+    :math:`L` and its exact gradient are unchanged (they only see the one-hot states); the
+    estimators that evaluate :math:`\nabla f` (straight-through, ReinMax, the Gumbel estimators) see a
+    different function off those states. At τ = 1 straight-through is unbiased on the result.
+    """
+    if not isinstance(problem, CategoricalProblem):
+        raise TypeError(f"problem must be a CategoricalProblem, got {type(problem).__name__}")
+    n, k = problem.num_vars, problem.num_categories
+    table = problem.f(problem.states().to(problem.theta.dtype)).detach().reshape((k,) * n)
+    return CategoricalProblem(f"{problem.name}-multilinear", problem.theta,
+                              description=f"multilinear extension of {problem.name}",
+                              function=lambda z: _contract(table.to(z.dtype), z))
+
+
+PROBLEMS: dict[str, CategoricalProblem] = {**{shape: make_problem(shape) for shape in _SHAPES},
+                                           "mlp": make_mlp_problem()}
+"""The chapter's four 3×4 problems (64 joint states): three functions of one projection, by shape
+(``"linear"``, ``"quadratic"``, ``"sigmoid"``), and the random network ``"mlp"``."""
 
 
 def get_problem(name: str) -> CategoricalProblem:
@@ -231,6 +311,9 @@ class GradientStats:
     mean, bias, se : (N, K) tensors: mean estimate, mean − exact, standard error of the mean.
     bias_norm : ‖mean − exact‖.
     relative_bias : bias_norm / ‖exact‖ (``inf`` when the exact gradient is 0 and the mean is not).
+    relative_bias_se : standard error of ``relative_bias``: to first order only the noise along the
+        bias moves its norm, so the standard deviation of the estimates projected on the bias direction,
+        over :math:`\\sqrt R\\,\\lVert \\text{exact}\\rVert` (``nan`` when the bias or the exact gradient is 0).
     max_abs_z : max over coordinates of |bias| / se (≤ 3 is "unbiased within 3 standard errors").
     variance : total variance of one estimate, the trace of its covariance, Σ_coords Var.
     mse : the mean of ‖estimate − exact‖² over the R estimates, which equals bias_norm² +
@@ -244,6 +327,7 @@ class GradientStats:
     se: torch.Tensor
     bias_norm: float
     relative_bias: float
+    relative_bias_se: float
     max_abs_z: float
     variance: float
     mse: float
@@ -280,8 +364,12 @@ def gradient_stats(estimates: torch.Tensor, exact: torch.Tensor) -> GradientStat
         relative_bias = bias_norm / exact_norm
     else:  # a zero gradient: any bias is infinitely large relative to it
         relative_bias = 0.0 if bias_norm == 0 else math.inf
+    relative_bias_se = math.nan
+    if bias_norm > 0 and exact_norm > 0:
+        along = flat @ (bias.reshape(-1) / bias_norm)  # each estimate projected on the bias direction
+        relative_bias_se = along.std().item() / math.sqrt(r) / exact_norm
     return GradientStats(mean=mean, bias=bias, se=se, bias_norm=bias_norm,
-                         relative_bias=relative_bias, max_abs_z=z.max().item(),
+                         relative_bias=relative_bias, relative_bias_se=relative_bias_se, max_abs_z=z.max().item(),
                          variance=variance, mse=bias_norm**2 + variance * (r - 1) / r,
                          cosine=cosine.mean().item(), replicates=r)
 
@@ -292,7 +380,9 @@ def sweep(problem: CategoricalProblem, estimators: Iterable[str] | None = None, 
     """Gradient statistics for every estimator × temperature × sample count.
 
     Temperatures an estimator does not use are measured once (reported with ``temperature = nan``);
-    ReinMax skips τ < 1, and the leave-one-out baseline skips ``num_samples = 1``. Each configuration
+    ReinMax is measured below τ = 1 too (the sweep asks for that regime on purpose, so its
+    :class:`~gstutorial.estimators.LowTemperatureWarning` is not shown), and the leave-one-out
+    baseline skips ``num_samples = 1``. Each configuration
     draws from its own generator, seeded from ``seed`` and the configuration's values (estimator name,
     temperature, sample count and ``k``, even for estimators that ignore ``k``), so a row does not
     depend on which other rows are requested.
@@ -308,14 +398,17 @@ def sweep(problem: CategoricalProblem, estimators: Iterable[str] | None = None, 
     rows: list[dict[str, float | int | str]] = []
     for name in names:
         est = get_estimator(name)
-        taus = [t for t in temperatures if t >= est.min_temperature] if est.uses_temperature else [math.nan]
+        taus = list(temperatures) if est.uses_temperature else [math.nan]
         for tau, num_samples in itertools.product(taus, sample_counts):
             if est.baseline == "loo" and num_samples < 2:
                 continue
             key = f"{name}|{tau}|{num_samples}|{k}"
             generator = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(key.encode()))
-            grads = gradient_estimates(problem, est, temperature=1.0 if math.isnan(tau) else tau,
-                                       num_samples=num_samples, k=k, replicates=replicates, generator=generator)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", E.LowTemperatureWarning)
+                grads = gradient_estimates(problem, est, temperature=1.0 if math.isnan(tau) else tau,
+                                           num_samples=num_samples, k=k, replicates=replicates,
+                                           generator=generator)
             stats = gradient_stats(grads, exact)
             rows.append({"estimator": name, "temperature": tau, "num_samples": num_samples,
                          "k": k if est.uses_k else 0, **stats.summary()})

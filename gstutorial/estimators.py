@@ -30,6 +30,7 @@ Logits must be finite (no ``-inf`` masks); half precision is computed in float32
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -49,6 +50,7 @@ from gstutorial.primitives import cast_like, softmax_last, straight_through, upc
 __all__ = [
     "ESTIMATORS",
     "Estimator",
+    "LowTemperatureWarning",
     "check_estimator_logits",
     "conditional_gumbel",
     "get_estimator",
@@ -62,6 +64,10 @@ __all__ = [
 ]
 
 Function = Callable[[torch.Tensor], torch.Tensor]
+
+
+class LowTemperatureWarning(UserWarning):
+    """An estimator used below the temperatures its authors recommend (ReinMax at τ < 1)."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -237,9 +243,11 @@ def reinmax_sample(logits: torch.Tensor, temperature: float = 1.0,
     quadratic ``f``: at τ = 1 the estimator is unbiased when ``f`` is a quadratic function of the one-hot
     vectors. The forward value is the one-hot ``D``.
 
-    The authors derive and recommend τ ≥ 1 (unlike Gumbel-Softmax, which prefers τ < 1); a smaller
-    temperature raises ``ValueError``. A given one-hot ``sample`` is used as ``D`` instead of a draw,
-    as in :func:`straight_through_sample`.
+    The authors recommend τ ≥ 1 (unlike Gumbel-Softmax, which prefers τ < 1), and their reference
+    implementation refuses smaller values; the formula itself holds for any τ > 0, so a smaller
+    temperature is computed and issues a :class:`LowTemperatureWarning` naming the value (chapter 9
+    measures that regime). A given one-hot ``sample`` is used as ``D`` instead of a draw, as in
+    :func:`straight_through_sample`.
 
     Returns
     -------
@@ -247,8 +255,9 @@ def reinmax_sample(logits: torch.Tensor, temperature: float = 1.0,
     """
     tau = check_temperature(temperature)
     if tau < 1.0:
-        raise ValueError(f"ReinMax needs temperature >= 1, got {tau}: its authors derive and recommend it "
-                         "for tau >= 1 (Gumbel-Softmax prefers tau < 1); use tau = 1 or larger")
+        warnings.warn(f"ReinMax at temperature {tau:g} < 1: its authors recommend tau >= 1 (Gumbel-Softmax "
+                      "prefers tau < 1); the estimate is computed, but this regime is outside their advice",
+                      LowTemperatureWarning, stacklevel=2)
     x = upcast_half(check_estimator_logits(logits))
     hard = _given_or_drawn(x, sample, generator)
     pi0 = softmax_last(x)
@@ -343,7 +352,8 @@ class Estimator:
     baseline : for score-function estimators, ``None`` (plain REINFORCE) or ``"loo"`` (leave-one-out).
     unbiased : True if the estimator is unbiased for every ``f``.
     uses_temperature : whether ``temperature`` changes the estimator.
-    min_temperature : smallest temperature accepted (0 means any τ > 0).
+    min_temperature : smallest temperature its authors recommend (0: any τ > 0); below it the
+        sampler warns (:class:`LowTemperatureWarning`) but still computes the estimate.
     uses_k : whether the number of conditional Gumbel draws ``k`` is used.
     reference : ``references.bib`` key.
     equation : the estimator in one line of LaTeX.

@@ -19,6 +19,7 @@ from gstutorial.catvae import (
 )
 from gstutorial.engine import TrainableModel
 from gstutorial.estimators import ESTIMATORS as LAB_ESTIMATORS
+from gstutorial.estimators import LowTemperatureWarning
 from gstutorial.gumbel import gumbel_noise, one_hot_sample
 from gstutorial.nets import reconstruction_nll
 
@@ -388,5 +389,5 @@ def test_lab_estimator_errors():
         CategoricalVAE(20, 10, estimator="reinforce", num_samples=2.0)
     with pytest.raises(TypeError, match="k must be"):
         CategoricalVAE(20, 10, estimator="gumbel_rao", k=True)
-    with pytest.raises(ValueError, match="temperature"):
+    with pytest.warns(LowTemperatureWarning, match="temperature 0.5 < 1"):  # computed below tau = 1, with a warning
         lab_model("reinmax").loss(binary_batch(2).double(), 0.5)

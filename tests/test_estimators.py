@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -157,8 +158,10 @@ def test_st_gumbel_softmax_gradient_is_the_jacobian_at_the_relaxed_sample():
     torch.testing.assert_close(grad, softmax_jacobian(y) @ C / tau, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("tau", [1.0, 1.7])
+@pytest.mark.parametrize("tau", [0.3, 1.0, 1.7])
+@pytest.mark.filterwarnings("ignore::gstutorial.estimators.LowTemperatureWarning")
 def test_reinmax_gradient_formula(tau):
+    # below tau = 1 too: the same formula, computed rather than refused
     for seed in range(4):
         d, grad = sample_and_grad("reinmax", THETA, C, seed, temperature=tau)
         pi0 = THETA.softmax(-1)
@@ -279,7 +282,7 @@ def test_exact_gradient_single_variable_closed_form():
     torch.testing.assert_close(problem.exact_gradient()[0], pi * (C - (pi * C).sum()), rtol=1e-12, atol=1e-14)
 
 
-@pytest.mark.parametrize("shape", ["linear", "quadratic", "sigmoid"])
+@pytest.mark.parametrize("shape", ["linear", "quadratic", "sigmoid", "mlp"])
 def test_exact_gradient_matches_finite_differences_in_every_coordinate(shape):
     problem = lab.get_problem(shape)
     assert problem.states().shape == (64, 3, 4)
@@ -293,7 +296,7 @@ def test_exact_gradient_matches_finite_differences_in_every_coordinate(shape):
 
 
 @pytest.mark.parametrize("name", ["reinforce", "reinforce_loo"])
-@pytest.mark.parametrize("shape", ["quadratic", "sigmoid"])
+@pytest.mark.parametrize("shape", ["quadratic", "sigmoid", "mlp"])
 def test_score_function_estimators_are_unbiased(name, shape):
     problem = lab.get_problem(shape)
     s = lab.gradient_stats(estimates(problem, name, 20000, 24, num_samples=4), problem.exact_gradient())
@@ -335,6 +338,64 @@ def test_exact_expectation_reinmax_unbiased_for_any_quadratic_straight_through_n
     assert z.abs().max() < 4.5
 
 
+def _random_multilinear(seed: int, num_vars: int = 3, num_categories: int = 3):
+    """Random logits and a random f affine in each one-hot variable separately: a random table T,
+    f(z) = sum_{i_1..i_N} T[i_1..i_N] prod_n z_{n, i_n}, written out for N = 3."""
+    g = gen(seed)
+    theta = torch.randn(num_vars, num_categories, generator=g, dtype=torch.float64)
+    table = torch.randn((num_categories,) * num_vars, generator=g, dtype=torch.float64)
+    return lab.CategoricalProblem(
+        "random-multilinear", theta,
+        function=lambda z: torch.einsum("abc,...a,...b,...c->...", table, z[..., 0, :], z[..., 1, :], z[..., 2, :]))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_straight_through_at_tau_one_is_unbiased_for_any_multilinear_f(seed):
+    # affine in each one-hot variable separately (not linear: products across variables), random logits
+    problem = _random_multilinear(seed)
+    exact = problem.exact_gradient()
+    assert torch.allclose(lab.exact_expected_gradient(problem, "straight_through"), exact, rtol=0, atol=1e-14)
+    # away from tau = 1 the softmax Jacobian is the wrong one: biased
+    assert (lab.exact_expected_gradient(problem, "straight_through", temperature=2.0) - exact).abs().max() > 1e-3
+    # a multilinear f is not linear: straight-through still varies from one sample to the next
+    s = lab.gradient_stats(estimates(problem, "straight_through", 200, 50 + seed), exact)
+    assert s.variance > 1e-3
+
+
+@pytest.mark.parametrize("shape", ["quadratic", "sigmoid", "mlp"])
+def test_multilinear_extension_keeps_the_objective_and_removes_straight_through_bias(shape):
+    problem = lab.get_problem(shape)
+    multilinear = lab.multilinear_extension(problem)
+    states = problem.states()
+    torch.testing.assert_close(multilinear.f(states), problem.f(states), rtol=0, atol=1e-13)
+    torch.testing.assert_close(multilinear.exact_gradient(), problem.exact_gradient(), rtol=0, atol=1e-13)
+    exact = problem.exact_gradient()
+    # the bias lives in the extension off the one-hot states: large on the original, nil on the multilinear
+    assert (lab.exact_expected_gradient(problem, "straight_through") - exact).norm() > 0.1 * exact.norm()
+    assert torch.allclose(lab.exact_expected_gradient(multilinear, "straight_through"), exact, rtol=0, atol=1e-14)
+    # between the states it is affine along each variable: the midpoint of two values of z_0
+    z = states[[0, 16]]  # the same z_1, z_2; z_0 = e_0, then e_1
+    assert torch.allclose(multilinear.f(z.mean(0)), multilinear.f(z).mean(), rtol=0, atol=1e-14)
+    with pytest.raises(TypeError, match="^problem"):
+        lab.multilinear_extension("mlp")
+
+
+def test_the_mlp_problem_is_not_a_function_of_one_projection():
+    # f = h(<v, z>) gives every straight-through estimate the same direction; the network does not
+    for name, distinct in (("sigmoid", False), ("mlp", True)):
+        problem = lab.get_problem(name)
+        draws = estimates(problem, "straight_through", 500, 60)
+        flat = draws.reshape(500, -1)
+        cosines = torch.nn.functional.cosine_similarity(flat, flat[:1].expand_as(flat), dim=1).abs()
+        assert (cosines.min() < 0.99) == distinct, (name, cosines.min())
+    mlp = lab.make_mlp_problem()
+    assert mlp.num_vars == 3 and mlp.num_categories == 4 and mlp.values is None
+    assert torch.equal(mlp.f(mlp.states()), lab.get_problem("mlp").f(mlp.states()))  # fixed by the seed
+    assert not torch.equal(lab.make_mlp_problem(seed=1).f(mlp.states()), mlp.f(mlp.states()))
+    with pytest.raises(ValueError, match="^hidden"):
+        lab.make_mlp_problem(hidden=0)
+
+
 def test_exact_expectation_and_given_samples_are_checked():
     with pytest.raises(ValueError, match="depends only on the one-hot sample"):
         lab.exact_expected_gradient(lab.get_problem("linear"), "gumbel_softmax")
@@ -371,14 +432,19 @@ def test_stats_and_sweep():
     assert s.variance == pytest.approx(4.0) and s.max_abs_z == pytest.approx(1.0)
     # mse is the mean squared error of the R estimates: (0 + 8) / 2 = 4 = bias² + variance (R-1)/R = 2 + 2
     assert s.mse == pytest.approx(4.0) and s.relative_bias == pytest.approx(1.0)
+    # along the bias (1, -1)/sqrt 2 the estimates are sqrt 2 and 3 sqrt 2: sd 2, over sqrt(R) |exact| = 2
+    assert s.relative_bias_se == pytest.approx(1.0)
+    assert math.isnan(lab.gradient_stats(torch.stack([exact, exact]), exact).relative_bias_se)  # no bias
     # a zero exact gradient: relative bias is infinite when the mean is off, 0 when it is not
     assert lab.gradient_stats(g, torch.zeros(1, 2)).relative_bias == math.inf
     assert lab.gradient_stats(torch.zeros(3, 1, 2), torch.zeros(1, 2)).relative_bias == 0.0
-    rows = lab.sweep(lab.get_problem("sigmoid"), ["reinforce_loo", "reinmax", "gumbel_rao"],
-                     temperatures=(0.5, 1.0), sample_counts=(1, 2), k=2, replicates=50)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # ReinMax below tau = 1 is asked for: no warning from the sweep
+        rows = lab.sweep(lab.get_problem("sigmoid"), ["reinforce_loo", "reinmax", "gumbel_rao"],
+                         temperatures=(0.5, 1.0), sample_counts=(1, 2), k=2, replicates=50)
     keys = [(r["estimator"], r["temperature"], r["num_samples"]) for r in rows]
-    assert ("reinforce_loo", keys[0][1], 2) == keys[0] and math.isnan(keys[0][1]) and len(keys) == 1 + 2 + 4
-    assert all(r["temperature"] >= 1.0 for r in rows if r["estimator"] == "reinmax")
+    assert ("reinforce_loo", keys[0][1], 2) == keys[0] and math.isnan(keys[0][1]) and len(keys) == 1 + 4 + 4
+    assert sorted(r["temperature"] for r in rows if r["estimator"] == "reinmax") == [0.5, 0.5, 1.0, 1.0]
     again = lab.sweep(lab.get_problem("sigmoid"), ["gumbel_rao"], temperatures=(1.0,), sample_counts=(2,),
                       k=2, replicates=50)
     assert again[0] == next(r for r in rows if r["estimator"] == "gumbel_rao" and r["temperature"] == 1.0
@@ -396,11 +462,32 @@ def test_bad_temperature(name, tau):
         E.get_estimator(name).sample(THETA, temperature=tau)
 
 
-def test_reinmax_requires_temperature_at_least_one():
-    with pytest.raises(ValueError, match="temperature >= 1"):
+def test_reinmax_below_temperature_one_warns_naming_the_value_and_computes():
+    with pytest.warns(E.LowTemperatureWarning, match=r"^ReinMax at temperature 0\.5 < 1"):
         E.reinmax_sample(THETA, 0.5)
-    with pytest.raises(ValueError, match="temperature >= 1"):
+    with pytest.warns(UserWarning, match="temperature 0.99 < 1.*recommend tau >= 1"):
         E.get_estimator("reinmax").surrogate(THETA, lambda z: z.sum(-1), temperature=0.99)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # none at tau >= 1
+        E.reinmax_sample(THETA, 1.0)
+    # the value: at a small temperature softmax(theta / tau) is nearly the argmax's one-hot, so for the
+    # sample D = argmax the midpoint m is that one-hot too, J(m) = 0, and the estimate is -J(pi) c / 2
+    d = torch.nn.functional.one_hot(THETA.argmax(), 5).double()
+    x = THETA.clone().requires_grad_(True)
+    with pytest.warns(E.LowTemperatureWarning):
+        z = E.reinmax_sample(x, 0.01, sample=d)
+    (grad,) = torch.autograd.grad((z * C).sum(), x)
+    torch.testing.assert_close(grad, -0.5 * softmax_jacobian(THETA.softmax(-1)) @ C, rtol=1e-9, atol=1e-12)
+
+
+def test_bad_problem_functions():
+    zeros = torch.zeros(2, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="either as values and h"):
+        lab.CategoricalProblem("bad", zeros)
+    with pytest.raises(ValueError, match="either as values and h"):
+        lab.CategoricalProblem("bad", zeros, zeros, lambda s: s, function=lambda z: z.sum((-2, -1)))
+    with pytest.raises(TypeError, match="^function must be callable"):
+        lab.CategoricalProblem("bad", zeros, function=3.0)
 
 
 def test_bad_k_num_samples_and_baseline():
