@@ -563,11 +563,11 @@ table.appendChild(head);
 const buttons = [];
 for (let v = 0; v < N; v++) {
   const tr = document.createElement('tr'), th = document.createElement('th');
-  th.textContent = 'z' + v; tr.appendChild(th); buttons.push([]);
+  th.textContent = 'z' + (v + 1); tr.appendChild(th); buttons.push([]);
   for (let c = 0; c < K; c++) {
     const td = document.createElement('td'), b = document.createElement('button');
     b.type = 'button'; b.textContent = c; b.dataset.variable = v; b.dataset.class = c;
-    b.setAttribute('aria-label', 'latent variable ' + v + ', class ' + c);
+    b.setAttribute('aria-label', 'latent variable ' + (v + 1) + ', class ' + c);
     b.addEventListener('click', () => { state.variable = v; state.cls = c; draw(); });
     td.appendChild(b); tr.appendChild(td); buttons[v].push(b);
   }
@@ -596,8 +596,8 @@ function draw() {
   else { sprite.onload = show; inputs[state.digit].onload = show; }
   const same = d.mode[state.variable] === state.cls;
   readout.textContent = 'mode code: (' + d.mode.join(' ') + ')\\n' + (same ?
-    'variable z' + state.variable + ' at its mode class ' + state.cls + ': the changed code is the mode code' :
-    'changed: variable z' + state.variable + ' from class ' + d.mode[state.variable] + ' to class ' + state.cls);
+    'variable z' + (state.variable + 1) + ' at its mode class ' + state.cls + ': the changed code is the mode code' :
+    'changed: variable z' + (state.variable + 1) + ' from class ' + d.mode[state.variable] + ' to class ' + state.cls);
 }
 draw();
 """
@@ -640,7 +640,7 @@ def catvae_codes_figure(weights: str = "catvae-20x10-gs", digits: Sequence[int] 
     axes[1].set_title("mode code", fontsize=7)
     for ax, (v, c) in zip(axes[2:], changes, strict=True):
         ax.imshow(decoded[0, v, c], cmap="gray", vmin=0, vmax=255)
-        ax.set_title(f"z{v} → {c}", fontsize=7)
+        ax.set_title(f"z{v + 1} → {c}", fontsize=7)
     for ax in axes:
         ax.set_axis_off()
     fig.tight_layout()
