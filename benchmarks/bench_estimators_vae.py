@@ -27,9 +27,12 @@ ships it: ``gstutorial.resources.recorded_results("estimators_vae")``).
 Runs go in parallel (``--jobs``, one torch thread each); their checkpoints are kept in ``--runs`` so an
 interrupted benchmark resumes, and a run with a larger ``--epochs`` trains further from them (the
 temperature follows the global step, so the schedule is the same as an uninterrupted run's).
-Example (the committed result)::
+Examples (the committed results: every estimator for 3 epochs, then four of them trained on from
+those runs to 30 epochs, ``gstutorial/results/estimators_vae_30.json``)::
 
     .venv/bin/python benchmarks/bench_estimators_vae.py --epochs 3 --seeds 0 1 2 --jobs 2
+    .venv/bin/python benchmarks/bench_estimators_vae.py --estimators straight_through gumbel_softmax \
+        st_gumbel_softmax reinmax --seeds 0 1 2 --epochs 30 --jobs 2 --out gstutorial/results/estimators_vae_30.json
 """
 
 from __future__ import annotations

@@ -238,10 +238,11 @@ def reinmax_sample(logits: torch.Tensor, temperature: float = 1.0,
               \qquad J(\pi) = \mathrm{diag}(\pi) - \pi\pi^{\top},
 
     where :math:`J(\pi)` is the softmax Jacobian evaluated at :math:`\pi`. Straight-through approximates
-    :math:`f(I_i) - f(I_j)` by the forward-Euler step :math:`\nabla f(I_j)^\top (I_i - I_j)`; ReinMax uses
-    the trapezoid (Heun) step :math:`\tfrac12(\nabla f(I_i) + \nabla f(I_j))^\top (I_i - I_j)`, exact for
-    quadratic ``f``: at τ = 1 the estimator is unbiased when ``f`` is a quadratic function of the one-hot
-    vectors. The forward value is the one-hot ``D``.
+    :math:`f(e_i) - f(e_j)` by the forward-Euler step :math:`\nabla f(e_j)^\top (e_i - e_j)`; ReinMax uses
+    the trapezoid (Heun) step :math:`\tfrac12(\nabla f(e_i) + \nabla f(e_j))^\top (e_i - e_j)`, exact for
+    quadratic ``f``. The differences run along one variable at a time, the others at their draws, so
+    at τ = 1 the estimator is unbiased when ``f`` is quadratic in each one-hot variable separately
+    (every quadratic and every multilinear ``f`` among them). The forward value is the one-hot ``D``.
 
     The authors recommend τ ≥ 1 (unlike Gumbel-Softmax, which prefers τ < 1), and their reference
     implementation refuses smaller values; the formula itself holds for any τ > 0, so a smaller

@@ -338,6 +338,39 @@ def test_exact_expectation_reinmax_unbiased_for_any_quadratic_straight_through_n
     assert z.abs().max() < 4.5
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_exact_expectation_reinmax_unbiased_for_f_quadratic_in_each_variable_separately(seed):
+    # f = q_0(z_0) q_1(z_1) q_2(z_2), each q_n a random quadratic of z_n: degree 6, not a quadratic, but
+    # quadratic in each one-hot variable with the others fixed, which is what the trapezoid step needs
+    g = gen(seed)
+    theta = torch.randn(3, 3, generator=g, dtype=torch.float64)
+    a, c = torch.randn(3, 3, 3, generator=g, dtype=torch.float64), torch.randn(3, 3, generator=g, dtype=torch.float64)
+
+    def q(z, n):
+        return torch.einsum("...i,ij,...j->...", z[..., n, :], a[n], z[..., n, :]) + z[..., n, :] @ c[n]
+
+    problem = lab.CategoricalProblem("quadratic-in-each", theta, function=lambda z: q(z, 0) * q(z, 1) * q(z, 2))
+    exact = problem.exact_gradient()
+    assert torch.allclose(lab.exact_expected_gradient(problem, "reinmax"), exact, rtol=0, atol=1e-12)
+    assert (lab.exact_expected_gradient(problem, "straight_through") - exact).abs().max() > 1e-3
+    # cubic in one variable: the trapezoid step is no longer exact
+    cubic = lab.CategoricalProblem("cubic", theta, function=lambda z: (z[..., 0, :] @ c[0]) ** 3 + z[..., 1, :] @ c[1])
+    assert (lab.exact_expected_gradient(cubic, "reinmax") - cubic.exact_gradient()).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("shape", ["sigmoid", "mlp"])
+def test_reinmax_is_exact_on_the_multilinear_extension_and_its_exact_mean_below_tau_one_is_quiet(shape):
+    problem = lab.get_problem(shape)
+    exact = problem.exact_gradient()
+    multilinear = lab.multilinear_extension(problem)
+    assert (lab.exact_expected_gradient(problem, "reinmax") - exact).norm() > 0.1 * exact.norm()
+    assert torch.allclose(lab.exact_expected_gradient(multilinear, "reinmax"), exact, rtol=0, atol=1e-14)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the regime is asked for on purpose: no LowTemperatureWarning
+        below = lab.exact_expected_gradient(problem, "reinmax", temperature=0.5)
+    assert (below - exact).norm() > (lab.exact_expected_gradient(problem, "reinmax") - exact).norm()
+
+
 def _random_multilinear(seed: int, num_vars: int = 3, num_categories: int = 3):
     """Random logits and a random f affine in each one-hot variable separately: a random table T,
     f(z) = sum_{i_1..i_N} T[i_1..i_N] prod_n z_{n, i_n}, written out for N = 3."""
