@@ -421,12 +421,7 @@ def concrete_log_prob(sample: torch.Tensor, logits: torch.Tensor, temperature: f
     The broadcast batch shape ``(...)``; the promoted dtype of the inputs (float64 if either is
     float64; half precision is computed in float32).
     """
-    tau = _temperature(temperature, logits)
-    _check_pair(sample, logits, "sample")
-    out_dtype = torch.promote_types(sample.dtype, logits.dtype)
-    work_dtype = torch.float32 if out_dtype in HALF_DTYPES else out_dtype
-    y, x = torch.broadcast_tensors(sample.to(work_dtype), logits.to(work_dtype))
-    keep = ~torch.isneginf(x)
+    tau, y, x, keep, out_dtype, work_dtype = _density_inputs(sample, logits, temperature, "sample")
     if not torch.isfinite(y).all() or (y < 0).any():
         raise ValueError("sample must be finite and >= 0 (a point of the probability simplex)")
     if (y[~keep] != 0).any():
@@ -477,12 +472,7 @@ def exp_concrete_log_prob(log_sample: torch.Tensor, logits: torch.Tensor,
     The broadcast batch shape ``(...)``; the promoted dtype of the inputs (float64 if either is
     float64; half precision is computed in float32).
     """
-    tau = _temperature(temperature, logits)
-    _check_pair(log_sample, logits, "log_sample")
-    out_dtype = torch.promote_types(log_sample.dtype, logits.dtype)
-    work_dtype = torch.float32 if out_dtype in HALF_DTYPES else out_dtype
-    v, x = torch.broadcast_tensors(log_sample.to(work_dtype), logits.to(work_dtype))
-    keep = ~torch.isneginf(x)
+    tau, v, x, keep, out_dtype, work_dtype = _density_inputs(log_sample, logits, temperature, "log_sample")
     if torch.isnan(v).any() or torch.isposinf(v).any():
         raise ValueError("log_sample must be finite, or -inf on a masked category (the log of a point of the simplex)")
     if torch.isfinite(v[~keep]).any():
@@ -500,6 +490,19 @@ def exp_concrete_log_prob(log_sample: torch.Tensor, logits: torch.Tensor,
         raise ValueError(f"log_sample must have logsumexp 0 over its last axis (the log of a point of the simplex), "
                          f"off by up to {total.abs().max().item():.3g}")
     return _exp_concrete_log_density(v, x, keep, tau, work_dtype).to(out_dtype)
+
+
+def _density_inputs(values: torch.Tensor, logits: torch.Tensor, temperature: object, name: str
+                    ) -> tuple[float | torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.dtype, torch.dtype]:
+    """What both density functions do first: check the temperature and the (values, logits) pair, pick
+    the output dtype (promoted; half precision computed in float32), broadcast both into the working
+    dtype and mark the unmasked categories. Returns ``(tau, values, logits, keep, out_dtype, work_dtype)``."""
+    tau = _temperature(temperature, logits)
+    _check_pair(values, logits, name)
+    out_dtype = torch.promote_types(values.dtype, logits.dtype)
+    work_dtype = torch.float32 if out_dtype in HALF_DTYPES else out_dtype
+    values, logits = torch.broadcast_tensors(values.to(work_dtype), logits.to(work_dtype))
+    return tau, values, logits, ~torch.isneginf(logits), out_dtype, work_dtype
 
 
 def _exp_concrete_log_density(v: torch.Tensor, x: torch.Tensor, keep: torch.Tensor, tau: float | torch.Tensor,
